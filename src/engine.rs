@@ -1,0 +1,184 @@
+//! The engine shared by `check` and `serve`: workload → containers → references → credential candidates →
+//! cached lookups → policy decisions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cache::CachedRegistry;
+use crate::credentials::{Candidate, ClusterView, Keyring, pod_credentials};
+use crate::platform::Platform;
+use crate::policy::{self, Decision, Evaluation, LookupOutcome, PolicySettings, Reason, Verdict};
+use crate::reference::Reference;
+use crate::registry::{Failure, Registry};
+use crate::workload::{ContainerType, ObjectRef, Workload};
+
+/// One credential candidate as reported: where it came from and the key that matched.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CredentialRef {
+    pub secret: Option<String>,
+    pub key: String,
+}
+
+/// The verdict for one container, in the JSON contract's shape.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerResult {
+    pub object: ObjectRef,
+    pub container: String,
+    pub container_type: ContainerType,
+    /// JSON path of the image field inside the object.
+    pub field: String,
+    pub image: String,
+    pub reference: Option<String>,
+    pub verdict: Verdict,
+    pub reason: Reason,
+    pub message: String,
+    pub suggestions: Vec<String>,
+    pub digest: Option<String>,
+    pub platforms: Vec<Platform>,
+    pub credentials: Vec<CredentialRef>,
+    pub credential_used: Option<usize>,
+}
+
+/// The engine's fixed settings.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    pub policy: PolicySettings,
+    /// Node platforms of the cluster (default `linux/amd64`).
+    pub platforms: Vec<Platform>,
+    /// Budget for all lookups of one container.
+    pub deadline: Duration,
+}
+
+/// The engine. `registry` is `None` offline.
+pub struct Engine<R> {
+    registry: Option<Arc<CachedRegistry<R>>>,
+    node_keyring: Keyring,
+    settings: EngineSettings,
+}
+
+impl<R: Registry> Engine<R> {
+    pub fn new(registry: Option<Arc<CachedRegistry<R>>>, node_keyring: Keyring, settings: EngineSettings) -> Self {
+        Self { registry, node_keyring, settings }
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// Checks every container of a workload. `platforms` overrides the cluster platforms (the webhook passes
+    /// its live node inventory).
+    pub async fn check_workload(
+        &self,
+        w: &Workload,
+        view: &dyn ClusterView,
+        platforms: Option<&[Platform]>,
+    ) -> Vec<ContainerResult> {
+        let ns = &w.object.namespace;
+        let creds = pod_credentials(&w.spec, ns, view);
+        let cluster = platforms.unwrap_or(&self.settings.platforms);
+        let allowed = w.spec.allowed_platforms(cluster);
+        let service_account = creds.from_service_account.clone().or_else(|| {
+            w.spec.image_pull_secrets.is_empty().then(|| w.spec.service_account().to_string())
+        });
+        let futures = w.containers().into_iter().map(|c| {
+            let image = c.container.image.clone().unwrap_or_default();
+            let reference = Reference::parse(&image);
+            let candidates: Vec<Candidate> = match &reference {
+                Ok(r) => {
+                    let repo = r.repository();
+                    let mut v = creds.keyring.lookup(&repo);
+                    v.extend(self.node_keyring.lookup(&repo));
+                    v
+                }
+                Err(_) => vec![],
+            };
+            let never = c.container.image_pull_policy.as_deref() == Some("Never");
+            let mut eval = Evaluation {
+                image,
+                reference,
+                pull_policy_never: never,
+                namespace: ns.clone(),
+                service_account: service_account.clone(),
+                secret_problems: creds.problems.clone(),
+                candidates,
+                lookup: LookupOutcome::NotDone,
+                allowed_platforms: allowed.clone(),
+                cluster_platforms: cluster.to_vec(),
+            };
+            let object = w.object.clone();
+            async move {
+                if let (Ok(r), false) = (&eval.reference, eval.pull_policy_never) {
+                    eval.lookup = self.lookup(r, &eval.candidates).await;
+                }
+                let d = policy::decide(&eval, &self.settings.policy);
+                to_result(object, c.container.name.clone(), c.kind, c.field, &eval, d)
+            }
+        });
+        futures_util::future::join_all(futures).await
+    }
+
+    /// Walks the candidates in kubelet order, then anonymous, under the deadline.
+    pub async fn lookup(&self, r: &Reference, candidates: &[Candidate]) -> LookupOutcome {
+        let Some(registry) = &self.registry else { return LookupOutcome::NotDone };
+        let walk = async {
+            let mut rejected = Vec::new();
+            for (i, c) in candidates.iter().enumerate() {
+                match registry.lookup(r, Some(&c.credential)).await {
+                    Ok(facts) => return LookupOutcome::Found { facts, used: Some(i), rejected },
+                    Err(f) if f.is_auth() => rejected.push((i, f)),
+                    Err(failure) => return LookupOutcome::Failed { failure, rejected },
+                }
+            }
+            match registry.lookup(r, None).await {
+                Ok(facts) => LookupOutcome::Found { facts, used: None, rejected },
+                Err(failure) => LookupOutcome::Failed { failure, rejected },
+            }
+        };
+        match tokio::time::timeout(self.settings.deadline, walk).await {
+            Ok(outcome) => outcome,
+            Err(_) => LookupOutcome::Failed {
+                failure: Failure::Unreachable {
+                    detail: format!("the lookup did not finish within {:.1}s", self.settings.deadline.as_secs_f64()),
+                },
+                rejected: vec![],
+            },
+        }
+    }
+}
+
+fn to_result(
+    object: ObjectRef,
+    container: String,
+    container_type: ContainerType,
+    field: String,
+    e: &Evaluation,
+    d: Decision,
+) -> ContainerResult {
+    let (digest, platforms, used) = match &e.lookup {
+        LookupOutcome::Found { facts, used, .. } => (Some(facts.digest.clone()), facts.platforms.clone(), *used),
+        _ => (None, vec![], None),
+    };
+    ContainerResult {
+        object,
+        container,
+        container_type,
+        field,
+        image: e.image.clone(),
+        reference: e.reference.as_ref().ok().map(ToString::to_string),
+        verdict: d.verdict,
+        reason: d.reason,
+        message: d.message,
+        suggestions: d.suggestions,
+        digest,
+        platforms,
+        credentials: e
+            .candidates
+            .iter()
+            .map(|c| CredentialRef { secret: c.source.secret_name(), key: c.key.clone() })
+            .collect(),
+        credential_used: used,
+    }
+}

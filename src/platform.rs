@@ -1,0 +1,245 @@
+//! Platform matching, following containerd's `platforms` package.
+//!
+//! A node of platform P can pull an image entry E when E is in P's compatibility vector
+//! (containerd `platforms.Only`): the platform itself, lower `arm` variants, `386` on `amd64`, and the
+//! 32-bit `arm` line on `arm64`. Attestation entries (`unknown/unknown`) are never a platform.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Serialize, Serializer};
+
+/// An OS/architecture/variant triple, normalized the way containerd normalizes it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// Builds a platform and normalizes it (`aarch64` → `arm64`, `arm64/v8` → `arm64`, `arm` → `arm/v7`…).
+    pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Self {
+        let os = os.to_ascii_lowercase();
+        let os = if os == "macos" { "darwin".to_string() } else { os };
+        let variant = variant.filter(|v| !v.is_empty()).map(str::to_ascii_lowercase);
+        let (architecture, variant) = normalize_arch(&architecture.to_ascii_lowercase(), variant);
+        Self { os, architecture, variant }
+    }
+
+    /// Attestation and other non-runnable index entries.
+    pub fn is_unknown(&self) -> bool {
+        self.os == "unknown" || self.architecture == "unknown"
+    }
+
+    /// The platforms a node of this platform can run, most preferred first (containerd `platformVector`).
+    pub fn compatible(&self) -> Vec<Platform> {
+        let mut out = vec![self.clone()];
+        let same = |arch: &str, variant: Option<String>| Platform {
+            os: self.os.clone(),
+            architecture: arch.to_string(),
+            variant,
+        };
+        let version = |v: &Option<String>| {
+            v.as_deref().and_then(|v| v.trim_start_matches('v').parse::<u32>().ok())
+        };
+        match self.architecture.as_str() {
+            "amd64" => {
+                if let Some(n) = version(&self.variant) {
+                    for lower in (1..n).rev() {
+                        let v = if lower == 1 { None } else { Some(format!("v{lower}")) };
+                        out.push(same("amd64", v));
+                    }
+                }
+                out.push(same("386", None));
+            }
+            "arm" => {
+                if let Some(n) = version(&self.variant) {
+                    for lower in (5..n).rev() {
+                        out.push(same("arm", Some(format!("v{lower}"))));
+                    }
+                }
+            }
+            "arm64" => {
+                let v = self.variant.clone().unwrap_or_else(|| "v8".to_string());
+                out.extend(same("arm", Some(v)).compatible());
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// Whether a node of platform `self` can pull an image entry of platform `entry`.
+    pub fn can_run(&self, entry: &Platform) -> bool {
+        !entry.is_unknown() && self.compatible().iter().any(|p| p == entry)
+    }
+}
+
+fn normalize_arch(arch: &str, variant: Option<String>) -> (String, Option<String>) {
+    match arch {
+        "i386" => ("386".into(), None),
+        "x86_64" | "x86-64" | "amd64" => {
+            let v = variant.filter(|v| v != "v1");
+            ("amd64".into(), v)
+        }
+        "aarch64" | "arm64" => {
+            let v = match variant.as_deref() {
+                Some("8") | Some("v8") | Some("v8.0") => None,
+                Some("9") | Some("9.0") | Some("v9.0") => Some("v9".into()),
+                Some("8.1") => Some("v8.1".into()),
+                _ => variant,
+            };
+            ("arm64".into(), v)
+        }
+        "armhf" => ("arm".into(), Some("v7".into())),
+        "armel" => ("arm".into(), Some("v6".into())),
+        "arm" => {
+            let v = match variant.as_deref() {
+                None | Some("7") => Some("v7".into()),
+                Some(n @ ("5" | "6" | "8")) => Some(format!("v{n}")),
+                _ => variant,
+            };
+            ("arm".into(), v)
+        }
+        other => (other.to_string(), variant),
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Platform {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A platform string that is not `os/arch[/variant]`.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid platform {0:?}: expected OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm/v7")]
+pub struct PlatformParse(String);
+
+impl FromStr for Platform {
+    type Err = PlatformParse;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let valid = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+        match parts.as_slice() {
+            [os, arch] if valid(os) && valid(arch) => Ok(Platform::new(os, arch, None)),
+            [os, arch, v] if valid(os) && valid(arch) && valid(v) => Ok(Platform::new(os, arch, Some(v))),
+            _ => Err(PlatformParse(s.to_string())),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Platform {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the image offers against what the pod may run on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlatformFit {
+    /// Every allowed node platform can pull the image.
+    All,
+    /// Only these of the allowed node platforms can.
+    Some { supported: Vec<Platform>, unsupported: Vec<Platform> },
+    /// None can.
+    None,
+}
+
+/// Compares the image's platforms with the node platforms the pod may land on.
+pub fn fit(image: &[Platform], nodes: &[Platform]) -> PlatformFit {
+    let (supported, unsupported): (Vec<Platform>, Vec<Platform>) =
+        nodes.iter().cloned().partition(|n| image.iter().any(|e| n.can_run(e)));
+    if unsupported.is_empty() {
+        PlatformFit::All
+    } else if supported.is_empty() {
+        PlatformFit::None
+    } else {
+        PlatformFit::Some { supported, unsupported }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Platform {
+        s.parse().unwrap()
+    }
+
+    /// Cases from containerd's platforms tests (normalize and `Only` matching).
+    #[test]
+    fn normalizes_like_containerd() {
+        let cases = [
+            ("linux/x86_64", "linux/amd64"),
+            ("linux/amd64/v1", "linux/amd64"),
+            ("linux/aarch64", "linux/arm64"),
+            ("linux/arm64/v8", "linux/arm64"),
+            ("linux/arm64/8", "linux/arm64"),
+            ("linux/arm64/9.0", "linux/arm64/v9"),
+            ("linux/arm", "linux/arm/v7"),
+            ("linux/armhf", "linux/arm/v7"),
+            ("linux/armel", "linux/arm/v6"),
+            ("linux/arm/6", "linux/arm/v6"),
+            ("linux/i386", "linux/386"),
+            ("Windows/AMD64", "windows/amd64"),
+            ("macos/arm64", "darwin/arm64"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(p(input).to_string(), want, "{input}");
+        }
+        assert!("linux".parse::<Platform>().is_err());
+        assert!("linux/amd64/v2/x".parse::<Platform>().is_err());
+        assert!("linux//v7".parse::<Platform>().is_err());
+    }
+
+    #[test]
+    fn matches_like_containerd_only() {
+        // (node, image entry, can run)
+        let cases = [
+            ("linux/amd64", "linux/amd64", true),
+            ("linux/amd64", "linux/386", true),
+            ("linux/amd64", "linux/arm64", false),
+            ("linux/amd64/v3", "linux/amd64/v2", true),
+            ("linux/amd64/v3", "linux/amd64", true),
+            ("linux/amd64", "linux/amd64/v3", false),
+            ("linux/arm64", "linux/arm64/v8", true),
+            ("linux/arm64/v8", "linux/arm64", true),
+            ("linux/arm64", "linux/arm/v7", true),
+            ("linux/arm64", "linux/arm/v8", true),
+            ("linux/arm64", "linux/amd64", false),
+            ("linux/arm/v7", "linux/arm/v6", true),
+            ("linux/arm/v7", "linux/arm/v5", true),
+            ("linux/arm/v6", "linux/arm/v7", false),
+            ("linux/arm/v7", "linux/arm64", false),
+            ("linux/amd64", "windows/amd64", false),
+            ("windows/amd64", "linux/amd64", false),
+            ("linux/amd64", "unknown/unknown", false),
+        ];
+        for (node, entry, want) in cases {
+            assert_eq!(p(node).can_run(&p(entry)), want, "node {node} entry {entry}");
+        }
+    }
+
+    #[test]
+    fn fit_classifies_all_some_none() {
+        let image = [p("linux/amd64"), p("unknown/unknown")];
+        assert_eq!(fit(&image, &[p("linux/amd64")]), PlatformFit::All);
+        assert_eq!(fit(&image, &[p("linux/arm64")]), PlatformFit::None);
+        assert_eq!(
+            fit(&image, &[p("linux/amd64"), p("linux/arm64")]),
+            PlatformFit::Some { supported: vec![p("linux/amd64")], unsupported: vec![p("linux/arm64")] }
+        );
+    }
+}

@@ -1,0 +1,498 @@
+//! Verdicts: facts in, verdict out. No I/O, no clocks, no HTTP types.
+//!
+//! A denial is a value ([`Decision`]), not an error. Lookup failures that say nothing about the image
+//! (rate limits, outages) map to warn, or to deny under `failClosed`, in one place: [`decide`].
+
+mod suggest;
+
+use std::fmt;
+
+use serde::Serialize;
+
+pub use suggest::suggest_tags;
+
+use crate::credentials::{Candidate, SecretProblem};
+use crate::platform::{Platform, PlatformFit, fit};
+use crate::reference::{Reference, ReferenceError};
+use crate::registry::Failure;
+use crate::cache::Facts;
+
+/// What happens to a container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Allow,
+    Skip,
+    Warn,
+    Deny,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Allow => "allow",
+            Verdict::Skip => "skip",
+            Verdict::Warn => "warn",
+            Verdict::Deny => "deny",
+        })
+    }
+}
+
+/// Why. Stable codes: they appear in JSON, SARIF rule ids, audit annotations and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Hash)]
+pub enum Reason {
+    Ok,
+    InvalidReference,
+    RepositoryNotFound,
+    TagNotFound,
+    DigestNotFound,
+    CredentialsMissing,
+    CredentialsRejected,
+    PlatformMismatch,
+    RegistryBlocked,
+    RateLimited,
+    RegistryUnreachable,
+    RegistryError,
+    SecretNotFound,
+    SecretInOtherNamespace,
+    SecretInvalid,
+    PullPolicyNever,
+    NotChecked,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 17] = [
+        Reason::Ok,
+        Reason::InvalidReference,
+        Reason::RepositoryNotFound,
+        Reason::TagNotFound,
+        Reason::DigestNotFound,
+        Reason::CredentialsMissing,
+        Reason::CredentialsRejected,
+        Reason::PlatformMismatch,
+        Reason::RegistryBlocked,
+        Reason::RateLimited,
+        Reason::RegistryUnreachable,
+        Reason::RegistryError,
+        Reason::SecretNotFound,
+        Reason::SecretInOtherNamespace,
+        Reason::SecretInvalid,
+        Reason::PullPolicyNever,
+        Reason::NotChecked,
+    ];
+
+    /// One line on what the code means, for SARIF rules and docs.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Reason::Ok => "The image resolves and serves the pod's platforms.",
+            Reason::InvalidReference => "The image string is not a valid image reference.",
+            Reason::RepositoryNotFound => "The repository does not exist on the registry.",
+            Reason::TagNotFound => "The tag does not exist in the repository.",
+            Reason::DigestNotFound => "The digest does not exist in the repository.",
+            Reason::CredentialsMissing => "The registry requires credentials and the pod has none for it.",
+            Reason::CredentialsRejected => "The registry refused the pod's credentials.",
+            Reason::PlatformMismatch => "The image does not serve the platforms the pod may run on.",
+            Reason::RegistryBlocked => "The registry host is in a blocked network and was not contacted.",
+            Reason::RateLimited => "The registry is rate-limiting pulls.",
+            Reason::RegistryUnreachable => "The registry could not be reached (DNS, connect, TLS, timeout).",
+            Reason::RegistryError => "The registry answered with an error.",
+            Reason::SecretNotFound => "A pull secret the pod names does not exist.",
+            Reason::SecretInOtherNamespace => "A pull secret the pod names exists only in another namespace.",
+            Reason::SecretInvalid => "A pull secret the pod names cannot be used.",
+            Reason::PullPolicyNever => "imagePullPolicy: Never; the image is never pulled.",
+            Reason::NotChecked => "Offline: the image was not looked up.",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// enforce: deny what would fail; warn: admit it with warnings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Warn,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PolicySettings {
+    pub mode: Mode,
+    pub fail_closed: bool,
+}
+
+/// The outcome of walking the credential candidates.
+#[derive(Clone, Debug)]
+pub enum LookupOutcome {
+    /// `--offline`, or nothing to look up.
+    NotDone,
+    Found {
+        facts: Facts,
+        /// Index into the candidates of the credential that worked; `None` for anonymous.
+        used: Option<usize>,
+        /// Candidates the registry refused before one worked.
+        rejected: Vec<(usize, Failure)>,
+    },
+    Failed {
+        failure: Failure,
+        rejected: Vec<(usize, Failure)>,
+    },
+}
+
+/// Everything known about one container. Built by the engine, judged by [`decide`].
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    pub image: String,
+    pub reference: Result<Reference, ReferenceError>,
+    pub pull_policy_never: bool,
+    pub namespace: String,
+    pub service_account: Option<String>,
+    pub secret_problems: Vec<SecretProblem>,
+    pub candidates: Vec<Candidate>,
+    pub lookup: LookupOutcome,
+    /// Node platforms the pod may land on (scheduling constraints within the cluster's platforms).
+    pub allowed_platforms: Vec<Platform>,
+    pub cluster_platforms: Vec<Platform>,
+}
+
+/// The verdict for one container, with what to do about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub reason: Reason,
+    pub message: String,
+    pub suggestions: Vec<String>,
+}
+
+fn decision(verdict: Verdict, reason: Reason, message: String) -> Decision {
+    Decision { verdict, reason, message, suggestions: vec![] }
+}
+
+/// Judges one container.
+pub fn decide(e: &Evaluation, settings: &PolicySettings) -> Decision {
+    let mut d = decide_enforcing(e, settings);
+    if settings.mode == Mode::Warn && d.verdict == Verdict::Deny {
+        d.verdict = Verdict::Warn;
+    }
+    d
+}
+
+fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
+    let r = match &e.reference {
+        Err(err) => {
+            return decision(
+                Verdict::Deny,
+                Reason::InvalidReference,
+                format!("image {:?} is not a valid image reference: {err}. Fix: correct the image field.", e.image),
+            );
+        }
+        Ok(r) => r,
+    };
+    if e.pull_policy_never {
+        return decision(
+            Verdict::Skip,
+            Reason::PullPolicyNever,
+            format!("imagePullPolicy is Never: {r} must already be on the node; it is not checked."),
+        );
+    }
+    let secret_note = secret_problems_text(e);
+    match &e.lookup {
+        LookupOutcome::NotDone => match secret_decision(e, Verdict::Warn, "") {
+            Some(d) => d,
+            None => decision(Verdict::Skip, Reason::NotChecked, format!("{r} was not looked up (offline).")),
+        },
+        LookupOutcome::Failed { failure, rejected } => {
+            let registry = &r.domain;
+            let repo = r.repository();
+            let fail_open = if settings.fail_closed { Verdict::Deny } else { Verdict::Warn };
+            let open_note = if settings.fail_closed {
+                "failClosed is set, so this is denied"
+            } else {
+                "pullguard could not verify the image, so it is admitted"
+            };
+            let mut d = match failure {
+                Failure::RepositoryNotFound => decision(
+                    Verdict::Deny,
+                    Reason::RepositoryNotFound,
+                    format!(
+                        "repository {repo} does not exist on {registry}. Fix: check the image name for a typo \
+                         (registry, organisation, repository), or push the image first."
+                    ),
+                ),
+                Failure::TagNotFound { tag, tags } => {
+                    let suggestions = suggest_tags(tag, tags);
+                    let hint = match suggestions.as_slice() {
+                        [] if tags.is_empty() => String::new(),
+                        [] => format!(" Existing tags include: {}.", sample(tags)),
+                        s => format!(" Did you mean {}?", or_list(s)),
+                    };
+                    let mut d = decision(
+                        Verdict::Deny,
+                        Reason::TagNotFound,
+                        format!(
+                            "tag {tag:?} does not exist in {repo}. Fix: use a tag that exists, or push {tag} \
+                             before deploying.{hint}"
+                        ),
+                    );
+                    d.suggestions = suggestions;
+                    d
+                }
+                Failure::DigestNotFound { digest } => decision(
+                    Verdict::Deny,
+                    Reason::DigestNotFound,
+                    format!(
+                        "digest {digest} does not exist in {repo} (never pushed there, or deleted). Fix: pin a \
+                         digest that exists, e.g. re-resolve the tag you meant."
+                    ),
+                ),
+                Failure::Unauthorized { credential_sent: false, .. } if rejected.is_empty() => {
+                    match secret_decision(e, Verdict::Deny, " and the image cannot be pulled without it") {
+                        Some(d) => d,
+                        None => credentials_missing(e, r),
+                    }
+                }
+                Failure::Unauthorized { .. } | Failure::CredentialsRejected { .. } => credentials_rejected(e, r, failure, rejected),
+                Failure::Blocked { detail } => decision(
+                    Verdict::Deny,
+                    Reason::RegistryBlocked,
+                    format!(
+                        "registry {registry} was not contacted: {detail}. Fix: use an image from a legitimate \
+                         registry; if this registry is legitimate, remove its network from blockedNetworks in \
+                         the pullguard configuration."
+                    ),
+                ),
+                Failure::RateLimited { retry_after } => decision(
+                    fail_open,
+                    Reason::RateLimited,
+                    format!(
+                        "{registry} is rate-limiting pulls{}; nodes pulling {r} now may hit the same limit \
+                         ({open_note}). Fix: authenticate pulls with an imagePullSecret, or mirror the image to \
+                         a registry you control.",
+                        retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default()
+                    ),
+                ),
+                Failure::Unreachable { detail } => {
+                    let tls_hint = if detail.contains("certificate") || detail.contains("Certificate") {
+                        " If the registry uses a private CA, configure its ca: file (nodes need to trust it too)."
+                    } else {
+                        ""
+                    };
+                    decision(
+                        fail_open,
+                        Reason::RegistryUnreachable,
+                        format!(
+                            "registry {registry} is unreachable: {detail} ({open_note}). Fix: check the registry \
+                             host name, DNS, and egress from the cluster to it.{tls_hint}"
+                        ),
+                    )
+                }
+                Failure::ServerError { detail, .. } | Failure::InvalidManifest { detail } => decision(
+                    fail_open,
+                    Reason::RegistryError,
+                    format!(
+                        "registry {registry} failed for {r}: {detail} ({open_note}). Fix: retry later, or check \
+                         the registry's health."
+                    ),
+                ),
+            };
+            if !secret_note.is_empty() && !matches!(d.reason, Reason::SecretNotFound | Reason::SecretInOtherNamespace | Reason::SecretInvalid) {
+                d.message.push_str(&format!(" Also: {secret_note}"));
+            }
+            d
+        }
+        LookupOutcome::Found { facts, used, rejected } => {
+            if let Some(d) = platform_decision(e, r, facts) {
+                return d;
+            }
+            if used.is_none() && !rejected.is_empty() {
+                let mut d = credentials_rejected(e, r, &rejected[0].1, rejected);
+                d.verdict = Verdict::Warn;
+                d.message.push_str(
+                    " The image is pullable anonymously, but the kubelet does not fall back to an anonymous pull \
+                     when a matching credential fails.",
+                );
+                return d;
+            }
+            if let Some(d) = secret_decision(e, Verdict::Warn, "; the image is pullable without it") {
+                return d;
+            }
+            let how = match used {
+                Some(i) => format!(" with {}", describe_candidate(&e.candidates[*i])),
+                None => String::new(),
+            };
+            let mut msg = format!("{r} resolves to {}{how}", facts.digest);
+            if !facts.platforms.is_empty() {
+                msg.push_str(&format!(" ({})", join(&facts.platforms)));
+            }
+            if e.allowed_platforms.is_empty() && !e.cluster_platforms.is_empty() {
+                msg.push_str(&format!(
+                    "; platform not checked: the pod's node selector or affinity matches none of the cluster \
+                     platforms ({})",
+                    join(&e.cluster_platforms)
+                ));
+            }
+            msg.push('.');
+            decision(Verdict::Allow, Reason::Ok, msg)
+        }
+    }
+}
+
+fn platform_decision(e: &Evaluation, r: &Reference, facts: &Facts) -> Option<Decision> {
+    if facts.platforms.is_empty() || e.allowed_platforms.is_empty() {
+        return None;
+    }
+    let offers = join(&facts.platforms);
+    let fix = format!(
+        "Fix: publish a multi-platform image (docker buildx build --platform {} --push), or restrict the pod to \
+         supported nodes with nodeSelector kubernetes.io/arch.",
+        join(&e.allowed_platforms).replace(", ", ",")
+    );
+    match fit(&facts.platforms, &e.allowed_platforms) {
+        PlatformFit::All => None,
+        PlatformFit::None => Some(decision(
+            Verdict::Deny,
+            Reason::PlatformMismatch,
+            format!("{r} offers only {offers}, but the pod can run only on {}. {fix}", join(&e.allowed_platforms)),
+        )),
+        PlatformFit::Some { unsupported, .. } => Some(decision(
+            Verdict::Warn,
+            Reason::PlatformMismatch,
+            format!(
+                "{r} offers only {offers}; pods scheduled on {} nodes will fail to pull. {fix}",
+                join(&unsupported)
+            ),
+        )),
+    }
+}
+
+fn credentials_missing(e: &Evaluation, r: &Reference) -> Decision {
+    let registry = &r.domain;
+    let ns = &e.namespace;
+    let where_ = match &e.service_account {
+        Some(sa) => format!("imagePullSecrets (or to ServiceAccount {sa})"),
+        None => "the pod's imagePullSecrets".to_string(),
+    };
+    let had = if e.candidates.is_empty() {
+        format!("none of the pod's credentials match {registry}")
+    } else {
+        "the registry did not accept anonymous access".into()
+    };
+    decision(
+        Verdict::Deny,
+        Reason::CredentialsMissing,
+        format!(
+            "{} requires credentials (or does not exist) and {had}. Fix: kubectl create secret docker-registry \
+             regcred --docker-server={registry} --docker-username=... --docker-password=... -n {ns}, then add it to \
+             {where_}.",
+            r.repository()
+        ),
+    )
+}
+
+fn credentials_rejected(e: &Evaluation, r: &Reference, failure: &Failure, rejected: &[(usize, Failure)]) -> Decision {
+    let who: Vec<String> = rejected.iter().map(|(i, _)| describe_candidate(&e.candidates[*i])).collect();
+    let who = if who.is_empty() { "the pod's credentials".to_string() } else { who.join(", ") };
+    let first = rejected.first().map_or(failure, |(_, f)| f);
+    let (what, fix) = match first {
+        Failure::Unauthorized { credential_sent: true, .. } => (
+            "were accepted but do not grant pull access to this repository",
+            "grant that account pull access to the repository, or use credentials that have it",
+        ),
+        _ => (
+            "were refused (wrong or expired username, password or token)",
+            "refresh the secret with current credentials (kubectl create secret docker-registry ... \
+             --dry-run=client -o yaml | kubectl apply -f -)",
+        ),
+    };
+    decision(
+        Verdict::Deny,
+        Reason::CredentialsRejected,
+        format!("{} on {}: {who} {what}. Fix: {fix}.", r.repository(), r.domain),
+    )
+}
+
+/// A decision for the first secret problem, if any: `verdict` applies, `why` completes the sentence.
+fn secret_decision(e: &Evaluation, verdict: Verdict, why: &str) -> Option<Decision> {
+    let first = e.secret_problems.first()?;
+    let ns = &e.namespace;
+    let (reason, text) = secret_problem_text(first, ns, e.service_account.as_deref());
+    let mut msg = format!("{text}{why}.");
+    if e.secret_problems.len() > 1 {
+        let rest: Vec<String> = e.secret_problems[1..].iter().map(|p| secret_problem_text(p, ns, None).1).collect();
+        msg.push_str(&format!(" Also: {}.", rest.join("; ")));
+    }
+    Some(decision(verdict, reason, msg))
+}
+
+fn secret_problems_text(e: &Evaluation) -> String {
+    e.secret_problems
+        .iter()
+        .map(|p| secret_problem_text(p, &e.namespace, e.service_account.as_deref()).1)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn secret_problem_text(p: &SecretProblem, ns: &str, sa: Option<&str>) -> (Reason, String) {
+    let via = sa.map(|s| format!(" (named by ServiceAccount {s})")).unwrap_or_default();
+    match p {
+        SecretProblem::NotFound { name } => (
+            Reason::SecretNotFound,
+            format!(
+                "imagePullSecret {name:?}{via} does not exist in namespace {ns}. Fix: create it there \
+                 (kubectl create secret docker-registry {name} --docker-server=... -n {ns}) or correct the name"
+            ),
+        ),
+        SecretProblem::InOtherNamespace { name, namespaces } => (
+            Reason::SecretInOtherNamespace,
+            format!(
+                "imagePullSecret {name:?}{via} is not in namespace {ns} but exists in {}; pods can only use \
+                 secrets of their own namespace. Fix: copy it: kubectl get secret {name} -n {} -o json | jq \
+                 'del(.metadata.namespace,.metadata.uid,.metadata.resourceVersion,.metadata.creationTimestamp)' | \
+                 kubectl apply -n {ns} -f -",
+                namespaces.join(", "),
+                namespaces[0]
+            ),
+        ),
+        SecretProblem::Invalid { name, detail } => (
+            Reason::SecretInvalid,
+            format!(
+                "imagePullSecret {name:?}{via} in namespace {ns} cannot be used: {detail}. Fix: recreate it with \
+                 kubectl create secret docker-registry {name} -n {ns}"
+            ),
+        ),
+    }
+}
+
+fn describe_candidate(c: &Candidate) -> String {
+    match c.source.secret_name() {
+        Some(s) => format!("secret {s} (key {})", c.key),
+        None => format!("node credentials (key {})", c.key),
+    }
+}
+
+fn join(p: &[Platform]) -> String {
+    p.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+fn or_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+fn sample(tags: &[String]) -> String {
+    let mut t: Vec<&String> = tags.iter().take(8).collect();
+    t.sort();
+    let more = if tags.len() > 8 { format!(" (and {} more)", tags.len() - 8) } else { String::new() };
+    format!("{}{more}", t.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,58 @@
+//! Human output: grouped by object, worst first within each, the fix in the message.
+
+use std::fmt::Write as _;
+
+use super::{Report, location};
+use crate::policy::Verdict;
+
+pub fn render(report: &Report, color: bool) -> String {
+    let paint = |code: &str, s: &str| if color { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() };
+    let mut out = String::new();
+    for e in &report.errors {
+        let _ = writeln!(out, "{} {}: {}", paint("1;31", "error"), location(Some(&e.file), e.document), e.message);
+    }
+    if !report.errors.is_empty() {
+        out.push('\n');
+    }
+    let mut i = 0;
+    while i < report.results.len() {
+        let obj = &report.results[i].object;
+        let mut j = i;
+        while j < report.results.len() && report.results[j].object == *obj {
+            j += 1;
+        }
+        let group = &report.results[i..j];
+        let worst = group.iter().map(|r| r.verdict).max().unwrap_or(Verdict::Allow);
+        let at = location(obj.file.as_deref(), obj.document);
+        let at = if at.is_empty() { String::new() } else { format!("  {}", paint("2", &at)) };
+        let _ = writeln!(out, "{} {}/{} {}{at}", badge(worst, &paint), obj.kind, obj.name, paint("2", &format!("(namespace {})", obj.namespace)));
+        for r in group {
+            let _ = writeln!(out, "  {} {} {}: {}", badge(r.verdict, &paint), r.container, paint("2", &format!("[{}]", r.image)), r.reason);
+            let _ = writeln!(out, "      {}", r.message);
+        }
+        out.push('\n');
+        i = j;
+    }
+    let s = &report.summary;
+    let _ = writeln!(
+        out,
+        "{} objects, {} containers: {} allowed, {} warned, {} denied, {} skipped{}",
+        s.objects,
+        s.containers,
+        s.allow,
+        s.warn,
+        paint(if s.deny > 0 { "1;31" } else { "0" }, &s.deny.to_string()),
+        s.skip,
+        if report.errors.is_empty() { String::new() } else { format!("; {} input errors", report.errors.len()) }
+    );
+    out
+}
+
+fn badge(v: Verdict, paint: &dyn Fn(&str, &str) -> String) -> String {
+    match v {
+        Verdict::Allow => paint("32", "ALLOW"),
+        Verdict::Warn => paint("33", "WARN "),
+        Verdict::Deny => paint("1;31", "DENY "),
+        Verdict::Skip => paint("2", "SKIP "),
+    }
+}

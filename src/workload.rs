@@ -1,0 +1,313 @@
+//! Pod specs and containers out of Pods and workload objects, and the platforms a pod may be scheduled on.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::platform::Platform;
+
+/// Identifies an object in the input (a file and document) or in an admission request.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document: Option<usize>,
+}
+
+/// The part of a PodSpec that decides whether its images can be pulled.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(default)]
+    pub containers: Vec<Container>,
+    #[serde(default)]
+    pub init_containers: Vec<Container>,
+    #[serde(default)]
+    pub ephemeral_containers: Vec<Container>,
+    #[serde(default)]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    #[serde(default)]
+    pub service_account_name: Option<String>,
+    /// Deprecated alias of `serviceAccountName`, still honoured by the API server.
+    #[serde(default)]
+    pub service_account: Option<String>,
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pub affinity: Option<Affinity>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub image_pull_policy: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct LocalObjectReference {
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Affinity {
+    #[serde(default)]
+    pub node_affinity: Option<NodeAffinity>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct NodeAffinity {
+    #[serde(default, rename = "requiredDuringSchedulingIgnoredDuringExecution")]
+    pub required: Option<NodeSelector>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelector {
+    #[serde(default)]
+    pub node_selector_terms: Vec<NodeSelectorTerm>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelectorTerm {
+    #[serde(default)]
+    pub match_expressions: Vec<Requirement>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Requirement {
+    pub key: String,
+    pub operator: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+/// Where a container sits in the pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ContainerType {
+    Container,
+    InitContainer,
+    EphemeralContainer,
+}
+
+/// A container with its position, in the order the pod lists them.
+#[derive(Clone, Debug)]
+pub struct ContainerRef<'a> {
+    pub container: &'a Container,
+    pub kind: ContainerType,
+    /// JSON path of the container's image field, e.g. `spec.template.spec.containers[0].image`.
+    pub field: String,
+}
+
+/// A pod template found in an object.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub object: ObjectRef,
+    pub spec: PodSpec,
+    /// JSON path of the pod spec inside the object, e.g. `spec.template.spec`.
+    pub spec_path: &'static str,
+}
+
+/// Why an object that should hold a pod spec could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error("{kind} {name:?}: field {path}: {source}")]
+    Spec {
+        kind: String,
+        name: String,
+        path: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The path of the pod spec inside an object of this kind, or `None` for kinds without pods.
+pub fn pod_spec_path(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Pod" => Some("spec"),
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController" | "Job" => {
+            Some("spec.template.spec")
+        }
+        "CronJob" => Some("spec.jobTemplate.spec.template.spec"),
+        _ => None,
+    }
+}
+
+impl Workload {
+    /// Extracts the pod spec of a workload object; `Ok(None)` for kinds that run no containers.
+    pub fn from_object(obj: &Value, default_namespace: &str) -> Result<Option<Self>, WorkloadError> {
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let Some(spec_path) = pod_spec_path(kind) else { return Ok(None) };
+        let meta = obj.get("metadata");
+        let text = |v: Option<&Value>, k: &str| v.and_then(|m| m.get(k)).and_then(Value::as_str).map(str::to_string);
+        let name = text(meta, "name").or_else(|| text(meta, "generateName")).unwrap_or_default();
+        let namespace = text(meta, "namespace").filter(|n| !n.is_empty()).unwrap_or_else(|| default_namespace.to_string());
+        let object = ObjectRef {
+            api_version: text(Some(obj), "apiVersion").unwrap_or_default(),
+            kind: kind.to_string(),
+            namespace,
+            name: name.clone(),
+            file: None,
+            document: None,
+        };
+        let mut node = obj;
+        for key in spec_path.split('.') {
+            match node.get(key) {
+                Some(v) => node = v,
+                None => return Ok(Some(Self { object, spec: PodSpec::default(), spec_path })),
+            }
+        }
+        let spec = PodSpec::deserialize(node).map_err(|source| WorkloadError::Spec {
+            kind: kind.to_string(),
+            name,
+            path: spec_path,
+            source,
+        })?;
+        Ok(Some(Self { object, spec, spec_path }))
+    }
+
+    /// Every container, init container and ephemeral container, in that order.
+    pub fn containers(&self) -> Vec<ContainerRef<'_>> {
+        let lists = [
+            (&self.spec.containers, ContainerType::Container, "containers"),
+            (&self.spec.init_containers, ContainerType::InitContainer, "initContainers"),
+            (&self.spec.ephemeral_containers, ContainerType::EphemeralContainer, "ephemeralContainers"),
+        ];
+        lists
+            .into_iter()
+            .flat_map(|(list, kind, field)| {
+                list.iter().enumerate().map(move |(i, container)| ContainerRef {
+                    container,
+                    kind,
+                    field: format!("{}.{field}[{i}].image", self.spec_path),
+                })
+            })
+            .collect()
+    }
+}
+
+impl PodSpec {
+    /// The ServiceAccount whose pull secrets apply when the pod lists none.
+    pub fn service_account(&self) -> &str {
+        [&self.service_account_name, &self.service_account]
+            .into_iter()
+            .flatten()
+            .find(|s| !s.is_empty())
+            .map_or("default", String::as_str)
+    }
+
+    /// The node platforms among `cluster` this pod may be scheduled on, judged by its node selector and
+    /// required node affinity on the `kubernetes.io/os` and `kubernetes.io/arch` labels.
+    pub fn allowed_platforms(&self, cluster: &[Platform]) -> Vec<Platform> {
+        cluster.iter().filter(|p| self.schedulable_on(p)).cloned().collect()
+    }
+
+    fn schedulable_on(&self, p: &Platform) -> bool {
+        let label = |key: &str| -> Option<&str> {
+            match key {
+                "kubernetes.io/os" | "beta.kubernetes.io/os" => Some(&p.os),
+                "kubernetes.io/arch" | "beta.kubernetes.io/arch" => Some(&p.architecture),
+                _ => None,
+            }
+        };
+        let selector_ok = self.node_selector.iter().all(|(k, v)| label(k).is_none_or(|l| l == v));
+        let terms = self
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| n.required.as_ref())
+            .map(|r| r.node_selector_terms.as_slice())
+            .unwrap_or_default();
+        // Terms are ORed, expressions within a term ANDed; expressions on other labels are assumed satisfiable.
+        let affinity_ok = terms.is_empty()
+            || terms.iter().any(|t| {
+                t.match_expressions.iter().all(|r| match label(&r.key) {
+                    None => true,
+                    Some(l) => match r.operator.as_str() {
+                        "In" => r.values.iter().any(|v| v == l),
+                        "NotIn" => !r.values.iter().any(|v| v == l),
+                        "DoesNotExist" => false,
+                        _ => true,
+                    },
+                })
+            });
+        selector_ok && affinity_ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_pod_spec_in_every_kind() {
+        let tpl = json!({"spec": {"containers": [{"name": "a", "image": "nginx"}]}});
+        let cases = [
+            ("Pod", json!({"spec": {"containers": [{"name": "a", "image": "nginx"}]}}), "spec.containers[0].image"),
+            ("Deployment", json!({"spec": {"template": tpl}}), "spec.template.spec.containers[0].image"),
+            ("Job", json!({"spec": {"template": tpl}}), "spec.template.spec.containers[0].image"),
+            (
+                "CronJob",
+                json!({"spec": {"jobTemplate": {"spec": {"template": tpl}}}}),
+                "spec.jobTemplate.spec.template.spec.containers[0].image",
+            ),
+        ];
+        for (kind, mut obj, field) in cases {
+            obj["kind"] = json!(kind);
+            obj["metadata"] = json!({"name": "x"});
+            let w = Workload::from_object(&obj, "dflt").unwrap().unwrap();
+            assert_eq!(w.object.namespace, "dflt");
+            let cs = w.containers();
+            assert_eq!(cs.len(), 1, "{kind}");
+            assert_eq!(cs[0].field, field);
+        }
+        assert!(Workload::from_object(&json!({"kind": "ConfigMap"}), "d").unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_spec_names_the_field() {
+        let obj = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": "nope"}});
+        let err = Workload::from_object(&obj, "d").unwrap_err().to_string();
+        assert!(err.contains("Pod \"p\"") && err.contains("field spec"), "{err}");
+    }
+
+    #[test]
+    fn platforms_follow_selector_and_affinity() {
+        let cluster: Vec<Platform> =
+            ["linux/amd64", "linux/arm64", "windows/amd64"].iter().map(|s| s.parse().unwrap()).collect();
+        let spec = |v: Value| PodSpec::deserialize(v).unwrap();
+        let names = |s: &PodSpec| s.allowed_platforms(&cluster).iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&spec(json!({}))).len(), 3);
+        assert_eq!(names(&spec(json!({"nodeSelector": {"kubernetes.io/arch": "arm64"}}))), ["linux/arm64"]);
+        assert_eq!(
+            names(&spec(json!({"nodeSelector": {"kubernetes.io/os": "linux", "disk": "ssd"}}))),
+            ["linux/amd64", "linux/arm64"]
+        );
+        let affinity = json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]}]},
+                {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["windows"]}]}
+            ]}}}});
+        assert_eq!(names(&spec(affinity)), ["linux/arm64", "windows/amd64"]);
+        let not_in = json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/arch", "operator": "NotIn", "values": ["arm64"]}]}]}}}});
+        assert_eq!(names(&spec(not_in)), ["linux/amd64", "windows/amd64"]);
+    }
+}
