@@ -1,0 +1,9 @@
+//! Integration tests: the engine and the real `pullguard` binary against real registries (Debian's
+//! docker-registry on 127.0.0.1), a token issuer, and fault servers for what a real registry will not do.
+
+mod support;
+
+mod causes;
+mod check_cli;
+mod economy;
+mod faults;
