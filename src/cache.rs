@@ -57,11 +57,22 @@ impl ResolveExpiry {
 }
 
 impl moka::Expiry<ResolveKey, ResolveValue> for ResolveExpiry {
-    fn expire_after_create(&self, _: &ResolveKey, v: &ResolveValue, _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &ResolveKey,
+        v: &ResolveValue,
+        _: Instant,
+    ) -> Option<Duration> {
         self.ttl_of(v)
     }
     // moka's default keeps the old TTL on update; a negative entry turning positive must get the positive TTL.
-    fn expire_after_update(&self, _: &ResolveKey, v: &ResolveValue, _: Instant, _: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(
+        &self,
+        _: &ResolveKey,
+        v: &ResolveValue,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
         self.ttl_of(v)
     }
 }
@@ -76,7 +87,11 @@ pub struct CacheSettings {
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        Self { ttl: Duration::from_secs(300), negative_ttl: Duration::from_secs(30), max_entries: 100_000 }
+        Self {
+            ttl: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(30),
+            max_entries: 100_000,
+        }
     }
 }
 
@@ -97,14 +112,20 @@ pub struct CachedRegistry<R> {
 
 impl<R: Registry> CachedRegistry<R> {
     pub fn new(inner: Arc<R>, settings: CacheSettings) -> Self {
-        let CacheSettings { ttl, negative_ttl, max_entries } = settings;
+        let CacheSettings {
+            ttl,
+            negative_ttl,
+            max_entries,
+        } = settings;
         Self {
             inner,
             resolved: moka::future::Cache::builder()
                 .max_capacity(max_entries)
                 .expire_after(ResolveExpiry { ttl, negative_ttl })
                 .build(),
-            contents: moka::future::Cache::builder().max_capacity(max_entries).build(),
+            contents: moka::future::Cache::builder()
+                .max_capacity(max_entries)
+                .build(),
             stats: Arc::default(),
         }
     }
@@ -118,19 +139,31 @@ impl<R: Registry> CachedRegistry<R> {
     }
 
     fn count(&self, fresh: bool) {
-        let counter = if fresh { &self.stats.misses } else { &self.stats.hits };
+        let counter = if fresh {
+            &self.stats.misses
+        } else {
+            &self.stats.hits
+        };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Resolves a reference for one credential (`None`: anonymous) and the platforms of what it resolves to.
-    pub async fn lookup(&self, reference: &Reference, credential: Option<&Credential>) -> Result<Facts, Failure> {
+    pub async fn lookup(
+        &self,
+        reference: &Reference,
+        credential: Option<&Credential>,
+    ) -> Result<Facts, Failure> {
         let key = ResolveKey {
             registry: reference.domain.clone(),
             repository: reference.path.clone(),
             reference: reference.manifest_reference().to_string(),
             credential: credential.map_or_else(|| "anonymous".into(), Credential::fingerprint),
         };
-        let entry = self.resolved.entry(key).or_insert_with(self.inner.resolve(reference, credential)).await;
+        let entry = self
+            .resolved
+            .entry(key)
+            .or_insert_with(self.inner.resolve(reference, credential))
+            .await;
         self.count(entry.is_fresh());
         let resolved = entry.into_value()?;
         let ckey = ContentKey {
@@ -141,11 +174,20 @@ impl<R: Registry> CachedRegistry<R> {
         let entry = self
             .contents
             .entry(ckey)
-            .or_try_insert_with(async { self.inner.platforms(reference, &resolved.digest, credential).await.map(Arc::new) })
+            .or_try_insert_with(async {
+                self.inner
+                    .platforms(reference, &resolved.digest, credential)
+                    .await
+                    .map(Arc::new)
+            })
             .await
             .map_err(|e| (*e).clone())?;
         self.count(entry.is_fresh());
-        Ok(Facts { digest: resolved.digest, media_type: resolved.media_type, platforms: entry.into_value().to_vec() })
+        Ok(Facts {
+            digest: resolved.digest,
+            media_type: resolved.media_type,
+            platforms: entry.into_value().to_vec(),
+        })
     }
 
     /// Number of entries held (after pending maintenance).

@@ -60,8 +60,16 @@ pub struct Engine<R> {
 }
 
 impl<R: Registry> Engine<R> {
-    pub fn new(registry: Option<Arc<CachedRegistry<R>>>, node_keyring: Keyring, settings: EngineSettings) -> Self {
-        Self { registry, node_keyring, settings }
+    pub fn new(
+        registry: Option<Arc<CachedRegistry<R>>>,
+        node_keyring: Keyring,
+        settings: EngineSettings,
+    ) -> Self {
+        Self {
+            registry,
+            node_keyring,
+            settings,
+        }
     }
 
     pub fn settings(&self) -> &EngineSettings {
@@ -81,7 +89,10 @@ impl<R: Registry> Engine<R> {
         let cluster = platforms.unwrap_or(&self.settings.platforms);
         let allowed = w.spec.allowed_platforms(cluster);
         let service_account = creds.from_service_account.clone().or_else(|| {
-            w.spec.image_pull_secrets.is_empty().then(|| w.spec.service_account().to_string())
+            w.spec
+                .image_pull_secrets
+                .is_empty()
+                .then(|| w.spec.service_account().to_string())
         });
         let futures = w.containers().into_iter().map(|c| {
             let image = c.container.image.clone().unwrap_or_default();
@@ -122,18 +133,30 @@ impl<R: Registry> Engine<R> {
 
     /// Walks the candidates in kubelet order, then anonymous, under the deadline.
     pub async fn lookup(&self, r: &Reference, candidates: &[Candidate]) -> LookupOutcome {
-        let Some(registry) = &self.registry else { return LookupOutcome::NotDone };
+        let Some(registry) = &self.registry else {
+            return LookupOutcome::NotDone;
+        };
         let walk = async {
             let mut rejected = Vec::new();
             for (i, c) in candidates.iter().enumerate() {
                 match registry.lookup(r, Some(&c.credential)).await {
-                    Ok(facts) => return LookupOutcome::Found { facts, used: Some(i), rejected },
+                    Ok(facts) => {
+                        return LookupOutcome::Found {
+                            facts,
+                            used: Some(i),
+                            rejected,
+                        };
+                    }
                     Err(f) if f.is_auth() => rejected.push((i, f)),
                     Err(failure) => return LookupOutcome::Failed { failure, rejected },
                 }
             }
             match registry.lookup(r, None).await {
-                Ok(facts) => LookupOutcome::Found { facts, used: None, rejected },
+                Ok(facts) => LookupOutcome::Found {
+                    facts,
+                    used: None,
+                    rejected,
+                },
                 Err(failure) => LookupOutcome::Failed { failure, rejected },
             }
         };
@@ -141,7 +164,10 @@ impl<R: Registry> Engine<R> {
             Ok(outcome) => outcome,
             Err(_) => LookupOutcome::Failed {
                 failure: Failure::Unreachable {
-                    detail: format!("the lookup did not finish within {:.1}s", self.settings.deadline.as_secs_f64()),
+                    detail: format!(
+                        "the lookup did not finish within {:.1}s",
+                        self.settings.deadline.as_secs_f64()
+                    ),
                 },
                 rejected: vec![],
             },
@@ -158,7 +184,9 @@ fn to_result(
     d: Decision,
 ) -> ContainerResult {
     let (digest, platforms, used) = match &e.lookup {
-        LookupOutcome::Found { facts, used, .. } => (Some(facts.digest.clone()), facts.platforms.clone(), *used),
+        LookupOutcome::Found { facts, used, .. } => {
+            (Some(facts.digest.clone()), facts.platforms.clone(), *used)
+        }
         _ => (None, vec![], None),
     };
     ContainerResult {
@@ -177,7 +205,10 @@ fn to_result(
         credentials: e
             .candidates
             .iter()
-            .map(|c| CredentialRef { secret: c.source.secret_name(), key: c.key.clone() })
+            .map(|c| CredentialRef {
+                secret: c.source.secret_name(),
+                key: c.key.clone(),
+            })
             .collect(),
         credential_used: used,
     }

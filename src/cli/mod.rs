@@ -36,7 +36,9 @@ pub struct EngineArgs {
 
 /// Runs the command, returning the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Check(args) => runtime.block_on(check::run(args)),
     }
@@ -48,9 +50,15 @@ pub fn init_logging() {
     let filter = std::env::var("PULLGUARD_LOG")
         .ok()
         .and_then(|s| s.parse::<tracing_subscriber::filter::Targets>().ok())
-        .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::WARN));
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::WARN)
+        });
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
         .with(filter)
         .try_init();
 }

@@ -27,27 +27,50 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(
         out,
         "<testsuites name=\"pullguard\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\">",
-        s.containers, s.deny, report.errors.len(), s.skip
+        s.containers,
+        s.deny,
+        report.errors.len(),
+        s.skip
     );
     let _ = writeln!(
         out,
         "  <testsuite name=\"pullguard check\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\">",
-        s.containers + report.errors.len(), s.deny, report.errors.len(), s.skip
+        s.containers + report.errors.len(),
+        s.deny,
+        report.errors.len(),
+        s.skip
     );
     for r in &report.results {
         let class = format!("{}.{}.{}", r.object.namespace, r.object.kind, r.object.name);
         let name = format!("{} ({})", r.container, r.image);
         let file = r.object.file.clone().unwrap_or_default();
-        let _ = write!(out, "    <testcase classname=\"{}\" name=\"{}\" file=\"{}\">", esc(&class), esc(&name), esc(&file));
+        let _ = write!(
+            out,
+            "    <testcase classname=\"{}\" name=\"{}\" file=\"{}\">",
+            esc(&class),
+            esc(&name),
+            esc(&file)
+        );
         match r.verdict {
             Verdict::Deny => {
-                let _ = write!(out, "<failure type=\"{}\" message=\"{}\">{}</failure>", r.reason, esc(&r.message), esc(&r.message));
+                let _ = write!(
+                    out,
+                    "<failure type=\"{}\" message=\"{}\">{}</failure>",
+                    r.reason,
+                    esc(&r.message),
+                    esc(&r.message)
+                );
             }
             Verdict::Skip => {
                 let _ = write!(out, "<skipped message=\"{}\"/>", esc(&r.message));
             }
             Verdict::Warn => {
-                let _ = write!(out, "<system-out>WARN {}: {}</system-out>", r.reason, esc(&r.message));
+                let _ = write!(
+                    out,
+                    "<system-out>WARN {}: {}</system-out>",
+                    r.reason,
+                    esc(&r.message)
+                );
             }
             Verdict::Allow => {}
         }
@@ -61,7 +84,9 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(
             out,
             "    <testcase classname=\"input\" name=\"{}\" file=\"{}\"><error message=\"{}\"/></testcase>",
-            esc(&name), esc(&e.file), esc(&e.message)
+            esc(&name),
+            esc(&e.file),
+            esc(&e.message)
         );
     }
     out.push_str("  </testsuite>\n</testsuites>\n");
