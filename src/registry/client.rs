@@ -50,6 +50,8 @@ pub enum ClientError {
     },
     #[error("registry {registry}: CA file {path} holds no PEM certificate")]
     CaParse { registry: String, path: String },
+    #[error("registries.{registry}: not a usable registry host name; give it an endpoint")]
+    Name { registry: String },
     #[error("registry {registry}: cannot build HTTP client: {source}")]
     Build {
         registry: String,
@@ -156,7 +158,9 @@ impl RegistryClient {
             } = s;
             let base = match endpoint {
                 Some(u) => with_trailing_slash(u.clone()),
-                None => default_base(registry),
+                None => default_base(registry).ok_or_else(|| ClientError::Name {
+                    registry: registry.clone(),
+                })?,
             };
             let client = if ca_pem.is_some() || *insecure_skip_verify {
                 let mut b = builder(&guard, request_timeout);
@@ -202,14 +206,17 @@ impl RegistryClient {
     }
 
     /// The endpoint lookups for `registry` (a normalized reference's domain) go to.
-    pub fn endpoint(&self, registry: &str) -> Endpoint {
-        self.endpoints
-            .get(registry)
-            .cloned()
-            .unwrap_or_else(|| Endpoint {
-                base: default_base(registry),
-                client: self.default_client.clone(),
-            })
+    pub fn endpoint(&self, registry: &str) -> Result<Endpoint, Failure> {
+        if let Some(ep) = self.endpoints.get(registry) {
+            return Ok(ep.clone());
+        }
+        let base = default_base(registry).ok_or_else(|| Failure::Unreachable {
+            detail: format!("{registry:?} is not a usable host name"),
+        })?;
+        Ok(Endpoint {
+            base,
+            client: self.default_client.clone(),
+        })
     }
 
     /// Sends one request, following redirects by hand: `Authorization` goes only to `auth_origin`.
@@ -284,13 +291,12 @@ impl RegistryClient {
         let pre = match &known {
             Some(Challenge::Basic) => credential.map(basic_header),
             Some(Challenge::Bearer { realm, service }) => {
-                let key = token_key(realm, service.as_deref(), &scope, credential);
-                let hit = self.tokens.get(&key).await;
-                let header = hit.map(|t| bearer_header(&t.value));
-                if header.is_some() {
-                    sent_token = Some(key);
-                }
-                header
+                // The registry is known to want a token for this scope: get it (cached, coalesced) first.
+                let token = self
+                    .token(ep, realm, service.as_deref(), &scope, credential)
+                    .await?;
+                sent_token = Some(token_key(realm, service.as_deref(), &scope, credential));
+                Some(bearer_header(&token.value))
             }
             None => None,
         };
@@ -484,6 +490,31 @@ impl RegistryClient {
         Failure::TagNotFound { tag, tags }
     }
 
+    /// GETs a manifest: its Content-Type and its (size-capped) body.
+    async fn get_manifest(
+        &self,
+        ep: &Endpoint,
+        reference: &Reference,
+        url: Url,
+        credential: Option<&Credential>,
+    ) -> Result<(String, Vec<u8>), Failure> {
+        let resp = self
+            .authorized(
+                ep,
+                Method::GET,
+                url,
+                Some(MANIFEST_ACCEPT),
+                &reference.path,
+                credential,
+            )
+            .await?;
+        if !resp.status().is_success() {
+            return Err(status_failure(&resp, credential.is_some(), "registry"));
+        }
+        let content_type = header_str(&resp, CONTENT_TYPE).unwrap_or_default();
+        Ok((content_type, read_capped(resp, MAX_MANIFEST_BYTES).await?))
+    }
+
     fn manifest_url(ep: &Endpoint, reference: &Reference, what: &str) -> Result<Url, Failure> {
         ep.base
             .join(&format!("v2/{}/manifests/{what}", reference.path))
@@ -499,7 +530,7 @@ impl Registry for RegistryClient {
         reference: &Reference,
         credential: Option<&Credential>,
     ) -> Result<Resolved, Failure> {
-        let ep = self.endpoint(&reference.domain);
+        let ep = self.endpoint(&reference.domain)?;
         let url = Self::manifest_url(&ep, reference, reference.manifest_reference())?;
         let resp = self
             .authorized(
@@ -531,21 +562,7 @@ impl Registry for RegistryClient {
                     });
                 }
                 // No digest header on a successful HEAD: only now is a GET justified.
-                let resp = self
-                    .authorized(
-                        &ep,
-                        Method::GET,
-                        url,
-                        Some(MANIFEST_ACCEPT),
-                        &reference.path,
-                        credential,
-                    )
-                    .await?;
-                if !resp.status().is_success() {
-                    return Err(status_failure(&resp, credential.is_some(), "registry"));
-                }
-                let media_type = header_str(&resp, CONTENT_TYPE).unwrap_or_default();
-                let body = read_capped(resp, MAX_MANIFEST_BYTES).await?;
+                let (media_type, body) = self.get_manifest(&ep, reference, url, credential).await?;
                 Ok(Resolved {
                     digest: manifest::sha256_digest(&body),
                     media_type,
@@ -565,23 +582,9 @@ impl Registry for RegistryClient {
         digest: &str,
         credential: Option<&Credential>,
     ) -> Result<Vec<Platform>, Failure> {
-        let ep = self.endpoint(&reference.domain);
+        let ep = self.endpoint(&reference.domain)?;
         let url = Self::manifest_url(&ep, reference, digest)?;
-        let resp = self
-            .authorized(
-                &ep,
-                Method::GET,
-                url,
-                Some(MANIFEST_ACCEPT),
-                &reference.path,
-                credential,
-            )
-            .await?;
-        if !resp.status().is_success() {
-            return Err(status_failure(&resp, credential.is_some(), "registry"));
-        }
-        let content_type = header_str(&resp, CONTENT_TYPE).unwrap_or_default();
-        let body = read_capped(resp, MAX_MANIFEST_BYTES).await?;
+        let (content_type, body) = self.get_manifest(&ep, reference, url, credential).await?;
         if digest.starts_with("sha256:") && manifest::sha256_digest(&body) != digest {
             return Err(Failure::InvalidManifest {
                 detail: format!("the manifest served for {digest} does not match its digest"),
@@ -617,14 +620,13 @@ impl Registry for RegistryClient {
     }
 }
 
-fn default_base(registry: &str) -> Url {
+fn default_base(registry: &str) -> Option<Url> {
     let host = if registry == DOCKER_HUB {
         "registry-1.docker.io"
     } else {
         registry
     };
-    Url::parse(&format!("https://{host}/"))
-        .unwrap_or_else(|_| Url::parse("https://invalid.invalid/").expect("static URL"))
+    Url::parse(&format!("https://{host}/")).ok()
 }
 
 fn with_trailing_slash(mut u: Url) -> Url {

@@ -1,6 +1,5 @@
 //! Faults a real registry will not produce on demand, from in-test servers on 127.0.0.0/8.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -289,59 +288,36 @@ async fn blocked_hosts_and_realms_are_never_contacted() {
     }
 }
 
+/// A registry that resolves every tag to the digest of `body`, and serves `body` as its manifest.
+async fn manifest_server(body: Vec<u8>) -> Server {
+    let digest = sha256(&body);
+    Server::start("127.0.0.1", move |req: &Request| {
+        let resp = Response::new(200).header("Content-Type", OCI_MANIFEST);
+        Action::Respond(match req.method.as_str() {
+            "HEAD" => resp.header("Docker-Content-Digest", &digest),
+            _ => resp.body(body.clone()),
+        })
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_malformed_manifests_are_registry_errors() {
-    let big = Arc::new(vec![b' '; 5 * 1024 * 1024]);
-    let big_digest = sha256(&big);
-    let s = Server::start("127.0.0.1", move |req: &Request| {
-        if req.method == "HEAD" {
-            return Action::Respond(
-                Response::new(200)
-                    .header("Docker-Content-Digest", &big_digest)
-                    .header("Content-Type", OCI_MANIFEST),
-            );
-        }
-        Action::Respond(
-            Response::new(200)
-                .header("Content-Type", OCI_MANIFEST)
-                .body(big.to_vec()),
-        )
-    })
-    .await;
-    let r = check_with(&s.url(), "").await;
-    assert_eq!(
-        (r.verdict, r.reason),
-        (Verdict::Warn, Reason::RegistryError),
-        "{}",
-        r.message
-    );
-    assert!(r.message.contains("limit"), "{}", r.message);
-
-    let bad = b"{\"schemaVersion\": 2, \"config\": ".to_vec();
-    let bad_digest = sha256(&bad);
-    let s = Server::start("127.0.0.1", move |req: &Request| {
-        if req.method == "HEAD" {
-            return Action::Respond(
-                Response::new(200)
-                    .header("Docker-Content-Digest", &bad_digest)
-                    .header("Content-Type", OCI_MANIFEST),
-            );
-        }
-        Action::Respond(
-            Response::new(200)
-                .header("Content-Type", OCI_MANIFEST)
-                .body(bad.clone()),
-        )
-    })
-    .await;
-    let r = check_with(&s.url(), "").await;
-    assert_eq!(
-        (r.verdict, r.reason),
-        (Verdict::Warn, Reason::RegistryError),
-        "{}",
-        r.message
-    );
-    assert!(r.message.contains("malformed"), "{}", r.message);
+    let cases = [
+        (vec![b' '; 5 * 1024 * 1024], "limit"),
+        (b"{\"schemaVersion\": 2, \"config\": ".to_vec(), "malformed"),
+    ];
+    for (body, says) in cases {
+        let s = manifest_server(body).await;
+        let r = check_with(&s.url(), "").await;
+        assert_eq!(
+            (r.verdict, r.reason),
+            (Verdict::Warn, Reason::RegistryError),
+            "{}",
+            r.message
+        );
+        assert!(r.message.contains(says), "{}", r.message);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
