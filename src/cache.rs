@@ -100,6 +100,24 @@ impl Default for CacheSettings {
 pub struct CacheStats {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+    /// Registry lookups running now.
+    pub in_flight: std::sync::atomic::AtomicI64,
+}
+
+/// Counts a lookup as in flight while it lives.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl<'a> InFlight<'a> {
+    fn new(c: &'a std::sync::atomic::AtomicI64) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        Self(c)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A [`Registry`] behind caches.
@@ -162,7 +180,10 @@ impl<R: Registry> CachedRegistry<R> {
         let entry = self
             .resolved
             .entry(key)
-            .or_insert_with(self.inner.resolve(reference, credential))
+            .or_insert_with(async {
+                let _busy = InFlight::new(&self.stats.in_flight);
+                self.inner.resolve(reference, credential).await
+            })
             .await;
         self.count(entry.is_fresh());
         let resolved = entry.into_value()?;
@@ -175,6 +196,7 @@ impl<R: Registry> CachedRegistry<R> {
             .contents
             .entry(ckey)
             .or_try_insert_with(async {
+                let _busy = InFlight::new(&self.stats.in_flight);
                 self.inner
                     .platforms(reference, &resolved.digest, credential)
                     .await

@@ -352,6 +352,11 @@ pub trait ClusterView: Send + Sync {
     fn secret_elsewhere(&self, namespace: &str, name: &str) -> Vec<String>;
     /// The pull-secret names of a ServiceAccount, if it is known.
     fn service_account_pull_secrets(&self, namespace: &str, name: &str) -> Option<Vec<String>>;
+    /// False when secrets are deliberately not read (node credentials only): a named secret is then unknown,
+    /// not missing.
+    fn secrets_visible(&self) -> bool {
+        true
+    }
 }
 
 /// A problem with one referenced pull secret.
@@ -412,6 +417,7 @@ pub fn pod_credentials(spec: &PodSpec, namespace: &str, view: &dyn ClusterView) 
         }
     }
     let mut seen = std::collections::HashSet::new();
+    let visible = view.secrets_visible();
     for name in names {
         if !seen.insert(name.clone()) {
             continue;
@@ -423,6 +429,9 @@ pub fn pod_credentials(spec: &PodSpec, namespace: &str, view: &dyn ClusterView) 
                          read from the pod's own namespace, so it cannot contain '/')"
                     .into(),
             });
+            continue;
+        }
+        if !visible {
             continue;
         }
         match view.secret(namespace, &name) {

@@ -76,6 +76,19 @@ impl<R: Registry> Engine<R> {
         &self.settings
     }
 
+    /// Cache and registry counters, for metrics (empty offline).
+    pub fn stats(
+        &self,
+    ) -> (
+        Arc<crate::cache::CacheStats>,
+        Arc<crate::registry::RegistryStats>,
+    ) {
+        match &self.registry {
+            Some(r) => (r.stats(), r.inner().stats()),
+            None => (Arc::default(), Arc::default()),
+        }
+    }
+
     /// Checks every container of a workload. `platforms` overrides the cluster platforms (the webhook passes
     /// its live node inventory).
     pub async fn check_workload(
@@ -83,6 +96,20 @@ impl<R: Registry> Engine<R> {
         w: &Workload,
         view: &dyn ClusterView,
         platforms: Option<&[Platform]>,
+    ) -> Vec<ContainerResult> {
+        self.check_containers(w, view, platforms, None, &|_| true)
+            .await
+    }
+
+    /// Checks the containers of a workload that `select` picks (by name), each lookup bounded by
+    /// `deadline` as well as the configured lookup timeout.
+    pub async fn check_containers(
+        &self,
+        w: &Workload,
+        view: &dyn ClusterView,
+        platforms: Option<&[Platform]>,
+        deadline: Option<tokio::time::Instant>,
+        select: &(dyn Fn(&str) -> bool + Sync),
     ) -> Vec<ContainerResult> {
         let ns = &w.object.namespace;
         let creds = pod_credentials(&w.spec, ns, view);
@@ -94,45 +121,54 @@ impl<R: Registry> Engine<R> {
                 .is_empty()
                 .then(|| w.spec.service_account().to_string())
         });
-        let futures = w.containers().into_iter().map(|c| {
-            let image = c.container.image.clone().unwrap_or_default();
-            let reference = Reference::parse(&image);
-            let candidates: Vec<Candidate> = match &reference {
-                Ok(r) => {
-                    let repo = r.repository();
-                    let mut v = creds.keyring.lookup(&repo);
-                    v.extend(self.node_keyring.lookup(&repo));
-                    v
+        let futures = w
+            .containers()
+            .into_iter()
+            .filter(|c| select(&c.container.name))
+            .map(|c| {
+                let image = c.container.image.clone().unwrap_or_default();
+                let reference = Reference::parse(&image);
+                let candidates: Vec<Candidate> = match &reference {
+                    Ok(r) => {
+                        let repo = r.repository();
+                        let mut v = creds.keyring.lookup(&repo);
+                        v.extend(self.node_keyring.lookup(&repo));
+                        v
+                    }
+                    Err(_) => vec![],
+                };
+                let never = c.container.image_pull_policy.as_deref() == Some("Never");
+                let mut eval = Evaluation {
+                    image,
+                    reference,
+                    pull_policy_never: never,
+                    namespace: ns.clone(),
+                    service_account: service_account.clone(),
+                    secret_problems: creds.problems.clone(),
+                    candidates,
+                    lookup: LookupOutcome::NotDone,
+                    allowed_platforms: allowed.clone(),
+                    cluster_platforms: cluster.to_vec(),
+                };
+                let object = w.object.clone();
+                async move {
+                    if let (Ok(r), false) = (&eval.reference, eval.pull_policy_never) {
+                        eval.lookup = self.lookup(r, &eval.candidates, deadline).await;
+                    }
+                    let d = policy::decide(&eval, &self.settings.policy);
+                    to_result(object, c.container.name.clone(), c.kind, c.field, &eval, d)
                 }
-                Err(_) => vec![],
-            };
-            let never = c.container.image_pull_policy.as_deref() == Some("Never");
-            let mut eval = Evaluation {
-                image,
-                reference,
-                pull_policy_never: never,
-                namespace: ns.clone(),
-                service_account: service_account.clone(),
-                secret_problems: creds.problems.clone(),
-                candidates,
-                lookup: LookupOutcome::NotDone,
-                allowed_platforms: allowed.clone(),
-                cluster_platforms: cluster.to_vec(),
-            };
-            let object = w.object.clone();
-            async move {
-                if let (Ok(r), false) = (&eval.reference, eval.pull_policy_never) {
-                    eval.lookup = self.lookup(r, &eval.candidates).await;
-                }
-                let d = policy::decide(&eval, &self.settings.policy);
-                to_result(object, c.container.name.clone(), c.kind, c.field, &eval, d)
-            }
-        });
+            });
         futures_util::future::join_all(futures).await
     }
 
     /// Walks the candidates in kubelet order, then anonymous, under the deadline.
-    pub async fn lookup(&self, r: &Reference, candidates: &[Candidate]) -> LookupOutcome {
+    pub async fn lookup(
+        &self,
+        r: &Reference,
+        candidates: &[Candidate],
+        deadline: Option<tokio::time::Instant>,
+    ) -> LookupOutcome {
         let Some(registry) = &self.registry else {
             return LookupOutcome::NotDone;
         };
@@ -160,13 +196,20 @@ impl<R: Registry> Engine<R> {
                 Err(failure) => LookupOutcome::Failed { failure, rejected },
             }
         };
-        match tokio::time::timeout(self.settings.deadline, walk).await {
+        let budget = match deadline {
+            Some(d) => self
+                .settings
+                .deadline
+                .min(d.saturating_duration_since(tokio::time::Instant::now())),
+            None => self.settings.deadline,
+        };
+        match tokio::time::timeout(budget, walk).await {
             Ok(outcome) => outcome,
             Err(_) => LookupOutcome::Failed {
                 failure: Failure::Unreachable {
                     detail: format!(
                         "the lookup did not finish within {:.1}s",
-                        self.settings.deadline.as_secs_f64()
+                        budget.as_secs_f64()
                     ),
                 },
                 rejected: vec![],

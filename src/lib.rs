@@ -5,6 +5,7 @@
 //! credentials the kubelet would use, and turns the facts into a verdict with a message that says what to fix.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cache;
 pub mod cli;
 pub mod cluster;
@@ -17,4 +18,5 @@ pub mod policy;
 pub mod reference;
 pub mod registry;
 pub mod report;
+pub mod server;
 pub mod workload;

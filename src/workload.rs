@@ -97,7 +97,7 @@ pub struct Requirement {
 }
 
 /// Where a container sits in the pod.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ContainerType {
     Container,

@@ -1,6 +1,8 @@
 //! Command-line interface.
 
+pub mod certs;
 pub mod check;
+pub mod serve;
 
 use std::path::PathBuf;
 
@@ -18,6 +20,10 @@ pub struct Cli {
 pub enum Command {
     /// Check manifest files (a pre-deploy gate for CI): every container image is resolved against its registry.
     Check(check::CheckArgs),
+    /// Run the validating admission webhook (HTTPS) over the same engine.
+    Serve(Box<serve::ServeArgs>),
+    /// Make a CA and a serving certificate for the webhook's Service, and the matching caBundle.
+    Certs(certs::CertsArgs),
 }
 
 /// Options shared by `check` and `serve`.
@@ -41,24 +47,34 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         .build()?;
     match cli.command {
         Command::Check(args) => runtime.block_on(check::run(args)),
+        Command::Serve(args) => runtime.block_on(serve::run(*args)),
+        Command::Certs(args) => certs::run(args),
     }
 }
 
-/// Logs go to stderr; `PULLGUARD_LOG` takes tracing targets (e.g. `debug`, `pullguard=trace`).
-pub fn init_logging() {
-    use tracing_subscriber::prelude::*;
-    let filter = std::env::var("PULLGUARD_LOG")
-        .ok()
-        .and_then(|s| s.parse::<tracing_subscriber::filter::Targets>().ok())
-        .unwrap_or_else(|| {
-            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::WARN)
-        });
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(false),
-        )
-        .with(filter)
-        .try_init();
+impl Cli {
+    /// Logs go to stderr; `PULLGUARD_LOG` takes tracing targets (e.g. `debug`, `pullguard=trace`). `serve`
+    /// logs one JSON object per line at info; `check` logs plain text at warn.
+    pub fn init_logging(&self) {
+        use tracing_subscriber::prelude::*;
+        let serve = matches!(self.command, Command::Serve(_));
+        let default = if serve {
+            tracing::Level::INFO
+        } else {
+            tracing::Level::WARN
+        };
+        let filter = std::env::var("PULLGUARD_LOG")
+            .ok()
+            .and_then(|s| s.parse::<tracing_subscriber::filter::Targets>().ok())
+            .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(default));
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false);
+        let registry = tracing_subscriber::registry().with(filter);
+        let _ = if serve {
+            registry.with(fmt.json().flatten_event(true)).try_init()
+        } else {
+            registry.with(fmt).try_init()
+        };
+    }
 }

@@ -36,7 +36,21 @@ const MAX_SMALL_BODY: usize = 1024 * 1024;
 pub struct Endpoint {
     pub base: Url,
     client: reqwest::Client,
+    /// Metrics label: the configured or well-known registry name, else `other` (the host in an image is
+    /// attacker-chosen and must not blow up label cardinality).
+    label: Arc<str>,
 }
+
+const WELL_KNOWN: &[&str] = &[
+    "docker.io",
+    "ghcr.io",
+    "quay.io",
+    "gcr.io",
+    "registry.k8s.io",
+    "mcr.microsoft.com",
+    "public.ecr.aws",
+    "registry.gitlab.com",
+];
 
 /// Why the client could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +87,34 @@ pub struct EndpointSettings {
 pub struct RegistryStats {
     pub requests: AtomicU64,
     pub token_requests: AtomicU64,
+    outcomes: Mutex<std::collections::BTreeMap<(Arc<str>, &'static str), u64>>,
+}
+
+impl RegistryStats {
+    fn record(&self, registry: &Arc<str>, outcome: &'static str) {
+        let mut m = self.outcomes.lock().expect("stats lock poisoned");
+        *m.entry((registry.clone(), outcome)).or_insert(0) += 1;
+    }
+
+    /// (registry, outcome, count) for every pair seen.
+    pub fn outcomes(&self) -> Vec<(String, &'static str, u64)> {
+        let m = self.outcomes.lock().expect("stats lock poisoned");
+        m.iter()
+            .map(|((r, o), n)| (r.to_string(), *o, *n))
+            .collect()
+    }
+}
+
+fn outcome_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=299 => "success",
+        300..=399 => "redirect",
+        401 | 403 => "unauthorized",
+        404 => "not_found",
+        429 => "rate_limited",
+        500..=599 => "server_error",
+        _ => "client_error",
+    }
 }
 
 #[derive(Clone, Hash, PartialEq, Eq)]
@@ -184,7 +226,14 @@ impl RegistryClient {
             } else {
                 default_client.clone()
             };
-            endpoints.insert(registry.clone(), Endpoint { base, client });
+            endpoints.insert(
+                registry.clone(),
+                Endpoint {
+                    base,
+                    client,
+                    label: Arc::from(registry.as_str()),
+                },
+            );
         }
         let tokens = moka::future::Cache::builder()
             .max_capacity(10_000)
@@ -201,10 +250,6 @@ impl RegistryClient {
         })
     }
 
-    pub fn stats(&self) -> Arc<RegistryStats> {
-        self.stats.clone()
-    }
-
     /// The endpoint lookups for `registry` (a normalized reference's domain) go to.
     pub fn endpoint(&self, registry: &str) -> Result<Endpoint, Failure> {
         if let Some(ep) = self.endpoints.get(registry) {
@@ -213,9 +258,15 @@ impl RegistryClient {
         let base = default_base(registry).ok_or_else(|| Failure::Unreachable {
             detail: format!("{registry:?} is not a usable host name"),
         })?;
+        let label = if WELL_KNOWN.contains(&registry) {
+            registry
+        } else {
+            "other"
+        };
         Ok(Endpoint {
             base,
             client: self.default_client.clone(),
+            label: Arc::from(label),
         })
     }
 
@@ -244,7 +295,20 @@ impl RegistryClient {
                 req = req.header(AUTHORIZATION, auth.clone());
             }
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let resp = req.send().await.map_err(|e| transport(&e, &url))?;
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    let failure = transport(&e, &url);
+                    let outcome = if matches!(failure, Failure::Blocked { .. }) {
+                        "blocked"
+                    } else {
+                        "error"
+                    };
+                    self.stats.record(&ep.label, outcome);
+                    return Err(failure);
+                }
+            };
+            self.stats.record(&ep.label, outcome_of(resp.status()));
             if resp.status().is_redirection() {
                 if let Some(loc) = resp.headers().get(LOCATION).and_then(|l| l.to_str().ok()) {
                     url = url.join(loc).map_err(|_| Failure::ServerError {
@@ -525,6 +589,10 @@ impl RegistryClient {
 }
 
 impl Registry for RegistryClient {
+    fn stats(&self) -> Arc<RegistryStats> {
+        self.stats.clone()
+    }
+
     async fn resolve(
         &self,
         reference: &Reference,

@@ -78,6 +78,11 @@ impl Failure {
 
 /// The registry operations the engine needs. Implemented over HTTP by [`RegistryClient`]; caches wrap it.
 pub trait Registry: Send + Sync + 'static {
+    /// Request counters (none for registries that are not HTTP).
+    fn stats(&self) -> std::sync::Arc<RegistryStats> {
+        std::sync::Arc::default()
+    }
+
     /// HEAD the manifest for the reference's tag or digest.
     fn resolve(
         &self,

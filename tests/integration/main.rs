@@ -7,3 +7,4 @@ mod causes;
 mod check_cli;
 mod economy;
 mod faults;
+mod webhook;

@@ -71,6 +71,8 @@ pub enum Action {
     Reset,
     /// Answer one byte at a time, this far apart.
     Trickle(Response, Duration),
+    /// Answer after a pause.
+    Delay(Response, Duration),
 }
 
 type Handler = dyn Fn(&Request) -> Action + Send + Sync;
@@ -137,6 +139,11 @@ impl Server {
                             let _ = sock.shutdown().await;
                         }
                         Action::Hang => tokio::time::sleep(Duration::from_secs(3600)).await,
+                        Action::Delay(resp, pause) => {
+                            tokio::time::sleep(pause).await;
+                            let _ = sock.write_all(&encode(&req, &resp)).await;
+                            let _ = sock.shutdown().await;
+                        }
                         Action::Reset => drop(sock),
                         Action::Trickle(resp, gap) => {
                             for b in encode(&req, &resp) {

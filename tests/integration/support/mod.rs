@@ -3,10 +3,12 @@
 
 #![allow(dead_code)]
 
+pub mod apiserver;
 pub mod http;
 pub mod registry;
 pub mod seed;
 pub mod token;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

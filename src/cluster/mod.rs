@@ -7,13 +7,19 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 
+use crate::admission::ClusterState;
 use crate::credentials::{ClusterView, SecretData};
+use crate::platform::Platform;
+
+pub mod live;
 
 /// An in-memory view of pull secrets and ServiceAccounts.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     secrets: BTreeMap<(String, String), SecretData>,
     service_accounts: BTreeMap<(String, String), Vec<String>>,
+    namespace_modes: BTreeMap<String, String>,
+    node_platforms: Option<Vec<Platform>>,
 }
 
 /// Why a Secret or ServiceAccount object could not be taken in.
@@ -110,6 +116,14 @@ impl Snapshot {
             .remove(&(namespace.to_string(), name.to_string()));
     }
 
+    pub fn set_namespace_mode(&mut self, namespace: &str, mode: &str) {
+        self.namespace_modes.insert(namespace.into(), mode.into());
+    }
+
+    pub fn set_node_platforms(&mut self, platforms: Vec<Platform>) {
+        self.node_platforms = Some(platforms);
+    }
+
     pub fn insert_service_account(
         &mut self,
         namespace: &str,
@@ -140,5 +154,19 @@ impl ClusterView for Snapshot {
         self.service_accounts
             .get(&(namespace.to_string(), name.to_string()))
             .cloned()
+    }
+}
+
+impl ClusterState for Snapshot {
+    fn node_platforms(&self) -> Option<Vec<Platform>> {
+        self.node_platforms.clone()
+    }
+
+    fn namespace_mode(&self, namespace: &str) -> Option<String> {
+        self.namespace_modes.get(namespace).cloned()
+    }
+
+    fn ready(&self) -> bool {
+        true
     }
 }

@@ -1,0 +1,519 @@
+//! AdmissionReview v1 ⇄ engine. [`router`] serves `POST /validate` exactly as the API server calls it.
+//!
+//! The webhook is a thin shell: it finds the pod template, decides which containers need a look (all on
+//! CREATE; on UPDATE only those whose image, pull policy or pull secrets changed), runs the engine under the
+//! review's deadline, and turns the verdicts into an AdmissionResponse.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde_json::Value;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::credentials::ClusterView;
+use crate::engine::{ContainerResult, Engine};
+use crate::platform::Platform;
+use crate::policy::{Mode, Verdict};
+use crate::registry::Registry;
+use crate::server::metrics::{Metrics, ReasonLabels, ReviewLabels};
+use crate::workload::Workload;
+
+/// The API server admits objects up to ~1.5 MiB; a review carries the object and the old object.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+/// The API server truncates longer warnings.
+pub const MAX_WARNING: usize = 256;
+/// Namespace label that overrides the global mode: `enforce`, `warn` or `off`.
+pub const MODE_LABEL: &str = "pullguard.io/mode";
+
+/// What the webhook knows of the cluster beyond secrets: node platforms and namespace labels.
+pub trait ClusterState: ClusterView {
+    /// Distinct platforms of the cluster's nodes; `None` when unknown (then the configured ones apply).
+    fn node_platforms(&self) -> Option<Vec<Platform>>;
+    /// The value of the namespace's `pullguard.io/mode` label.
+    fn namespace_mode(&self, namespace: &str) -> Option<String>;
+    /// True once every watch has synced.
+    fn ready(&self) -> bool;
+}
+
+/// Webhook settings beyond the engine's.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub mode: Mode,
+    pub exempt_namespaces: BTreeSet<String>,
+    /// Look up pods created by a ReplicaSet, Job, StatefulSet or DaemonSet again (their template was checked
+    /// when the owner was admitted).
+    pub check_controlled_pods: bool,
+    /// Answer this long before the API server's timeout.
+    pub deadline_margin: Duration,
+    /// The API server's timeout when the URL carries none (its default is 10 s).
+    pub default_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            exempt_namespaces: ["kube-system".to_string()].into(),
+            check_controlled_pods: false,
+            deadline_margin: Duration::from_millis(1500),
+            default_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Shared state of the webhook.
+pub struct AppState<R> {
+    pub engine: Arc<Engine<R>>,
+    pub cluster: Arc<dyn ClusterState>,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+}
+
+/// `POST /validate`.
+pub fn router<R: Registry>(state: Arc<AppState<R>>) -> Router {
+    Router::new()
+        .route("/validate", post(validate::<R>))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn validate<R: Registry>(
+    State(state): State<Arc<AppState<R>>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    // Read the body ourselves: the API server sends application/json, but a missing header must not turn a
+    // review into an unexplained 415.
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "unreadable AdmissionReview");
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("pullguard: cannot read the AdmissionReview: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "pullguard: the AdmissionReview has no request\n",
+            )
+                .into_response();
+        }
+    };
+    let timeout = query
+        .get("timeout")
+        .and_then(|t| parse_go_duration(t))
+        .unwrap_or(state.settings.default_timeout);
+    let deadline = started + timeout.saturating_sub(state.settings.deadline_margin);
+    let response = review_request(&state, &request, deadline).await;
+    let elapsed = started.elapsed();
+    state.metrics.latency.observe(elapsed.as_secs_f64());
+    let verdict = response.verdict;
+    state
+        .metrics
+        .reviews
+        .get_or_create(&ReviewLabels {
+            kind: request.kind.kind.clone(),
+            operation: format!("{:?}", request.operation).to_uppercase(),
+            verdict: verdict.into(),
+        })
+        .inc();
+    info!(
+        uid = %request.uid,
+        namespace = %request.namespace.as_deref().unwrap_or_default(),
+        kind = %request.kind.kind,
+        name = %request.name,
+        operation = ?request.operation,
+        dry_run = request.dry_run,
+        verdict,
+        reasons = %response.reasons,
+        duration_ms = elapsed.as_millis() as u64,
+        "decision"
+    );
+    axum::Json(response.response.into_review()).into_response()
+}
+
+/// A response and what to log about it.
+pub struct Reviewed {
+    pub response: AdmissionResponse,
+    /// `allow`, `warn`, `deny`, or `skip` (not looked at).
+    pub verdict: &'static str,
+    /// `container=Reason,…`
+    pub reasons: String,
+    pub results: Vec<ContainerResult>,
+}
+
+/// Decides one admission request.
+pub async fn review_request<R: Registry>(
+    state: &AppState<R>,
+    request: &AdmissionRequest<DynamicObject>,
+    deadline: Instant,
+) -> Reviewed {
+    let skip = |why: &str| {
+        let mut response = AdmissionResponse::from(request);
+        response
+            .audit_annotations
+            .insert("skipped".into(), why.into());
+        Reviewed {
+            response,
+            verdict: "skip",
+            reasons: String::new(),
+            results: vec![],
+        }
+    };
+    if !matches!(request.operation, Operation::Create | Operation::Update) {
+        return skip("operation");
+    }
+    let namespace = request.namespace.clone().unwrap_or_default();
+    if state.settings.exempt_namespaces.contains(&namespace) {
+        return skip("exempt namespace");
+    }
+    let mode = match state.cluster.namespace_mode(&namespace).as_deref() {
+        Some("off") => return skip("namespace mode off"),
+        Some("warn") => Mode::Warn,
+        Some("enforce") => Mode::Enforce,
+        _ => state.settings.mode,
+    };
+    let Some(object) = request
+        .object
+        .as_ref()
+        .and_then(|o| serde_json::to_value(o).ok())
+    else {
+        return skip("no object");
+    };
+    if !state.settings.check_controlled_pods && is_controlled_pod(&object) {
+        return skip("pod created by a controller whose template was checked");
+    }
+    let workload = match Workload::from_object(&object, &namespace) {
+        Ok(Some(w)) => w,
+        Ok(None) => return skip("kind has no pod template"),
+        Err(e) => {
+            // The API server validates the schema after us; an unreadable spec is its to reject.
+            warn!(uid = %request.uid, error = %e, "cannot read the pod template");
+            return skip("unreadable pod template");
+        }
+    };
+    let selected: Option<HashSet<String>> = match (&request.operation, &request.old_object) {
+        (Operation::Update, Some(old)) => {
+            let old = serde_json::to_value(old)
+                .ok()
+                .and_then(|o| Workload::from_object(&o, &namespace).ok().flatten());
+            old.map(|old| changed_containers(&workload, &old))
+        }
+        _ => None,
+    };
+    if selected.as_ref().is_some_and(HashSet::is_empty) {
+        return skip("no image, pull policy or pull secret changed");
+    }
+    let select = |name: &str| selected.as_ref().is_none_or(|s| s.contains(name));
+    let nodes = state.cluster.node_platforms().filter(|p| !p.is_empty());
+    let mut results = state
+        .engine
+        .check_containers(
+            &workload,
+            state.cluster.as_ref(),
+            nodes.as_deref(),
+            Some(deadline),
+            &select,
+        )
+        .await;
+    if mode == Mode::Warn {
+        for r in &mut results {
+            if r.verdict == Verdict::Deny {
+                r.verdict = Verdict::Warn;
+            }
+        }
+    }
+    for r in &results {
+        state
+            .metrics
+            .containers
+            .get_or_create(&ReasonLabels {
+                verdict: r.verdict.to_string(),
+                reason: r.reason.to_string(),
+            })
+            .inc();
+    }
+    respond(request, &workload, results)
+}
+
+fn respond(
+    request: &AdmissionRequest<DynamicObject>,
+    w: &Workload,
+    results: Vec<ContainerResult>,
+) -> Reviewed {
+    let mut response = AdmissionResponse::from(request);
+    let reasons = results
+        .iter()
+        .map(|r| format!("{}={}", r.container, r.reason))
+        .collect::<Vec<_>>()
+        .join(",");
+    let denied: Vec<&ContainerResult> = results
+        .iter()
+        .filter(|r| r.verdict == Verdict::Deny)
+        .collect();
+    let warnings: Vec<String> = results
+        .iter()
+        .filter(|r| r.verdict == Verdict::Warn)
+        .map(|r| {
+            truncate(
+                &format!(
+                    "pullguard: container {} ({}): {}: {}",
+                    r.container, r.image, r.reason, r.message
+                ),
+                MAX_WARNING,
+            )
+        })
+        .collect();
+    let verdict = if !denied.is_empty() {
+        "deny"
+    } else if !warnings.is_empty() {
+        "warn"
+    } else {
+        "allow"
+    };
+    if !denied.is_empty() {
+        let items: Vec<String> = denied
+            .iter()
+            .map(|r| {
+                format!(
+                    "container {:?} ({}): {}: {}",
+                    r.container, r.image, r.reason, r.message
+                )
+            })
+            .collect();
+        let n = items.len();
+        let message = format!(
+            "pullguard: {} {}/{} would fail to pull {n} image{}: {}",
+            w.object.kind,
+            w.object.namespace,
+            w.object.name,
+            if n == 1 { "" } else { "s" },
+            items.join(" | ")
+        );
+        response = response.deny(message);
+        response.result.code = 403;
+        response.result.reason = "Forbidden".into();
+    }
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings);
+    }
+    if !reasons.is_empty() {
+        response
+            .audit_annotations
+            .insert("reasons".into(), reasons.clone());
+    }
+    response
+        .audit_annotations
+        .insert("verdict".into(), verdict.into());
+    Reviewed {
+        response,
+        verdict,
+        reasons,
+        results,
+    }
+}
+
+/// Cuts at a character boundary, marking the cut.
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn is_controlled_pod(obj: &Value) -> bool {
+    obj.get("kind").and_then(Value::as_str) == Some("Pod")
+        && obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .is_some_and(|refs| {
+                refs.iter().any(|r| {
+                    r.get("controller").and_then(Value::as_bool) == Some(true)
+                        && matches!(
+                            r.get("kind").and_then(Value::as_str),
+                            Some("ReplicaSet" | "Job" | "StatefulSet" | "DaemonSet")
+                        )
+                })
+            })
+}
+
+/// Containers whose image or pull policy changed, or every container when the pull secrets or the
+/// ServiceAccount changed. Unrelated edits select nothing.
+pub fn changed_containers(new: &Workload, old: &Workload) -> HashSet<String> {
+    let secrets = |w: &Workload| {
+        w.spec
+            .image_pull_secrets
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    let all =
+        secrets(new) != secrets(old) || new.spec.service_account() != old.spec.service_account();
+    let old_by_name: HashMap<
+        (String, crate::workload::ContainerType),
+        (Option<String>, Option<String>),
+    > = old
+        .containers()
+        .into_iter()
+        .map(|c| {
+            (
+                (c.container.name.clone(), c.kind),
+                (
+                    c.container.image.clone(),
+                    c.container.image_pull_policy.clone(),
+                ),
+            )
+        })
+        .collect();
+    new.containers()
+        .into_iter()
+        .filter(|c| {
+            all || old_by_name.get(&(c.container.name.clone(), c.kind))
+                != Some(&(
+                    c.container.image.clone(),
+                    c.container.image_pull_policy.clone(),
+                ))
+        })
+        .map(|c| c.container.name.clone())
+        .collect()
+}
+
+/// Go's `time.Duration` strings as the API server writes them in `?timeout=`: `10s`, `30s`, `1m0s`, `500ms`.
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let (num, tail) = rest.split_at(num_end);
+        let value: f64 = num.parse().ok()?;
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_end);
+        let secs = match unit {
+            "h" => value * 3600.0,
+            "m" => value * 60.0,
+            "s" => value,
+            "ms" => value / 1e3,
+            "us" | "µs" => value / 1e6,
+            "ns" => value / 1e9,
+            _ => return None,
+        };
+        total += Duration::try_from_secs_f64(secs).ok()?;
+        rest = next;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn go_durations() {
+        for (s, ms) in [
+            ("10s", 10_000),
+            ("30s", 30_000),
+            ("1m0s", 60_000),
+            ("500ms", 500),
+            ("1.5s", 1500),
+        ] {
+            assert_eq!(parse_go_duration(s), Some(Duration::from_millis(ms)), "{s}");
+        }
+        for bad in ["", "10", "x", "10q"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn warnings_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(300);
+        let t = truncate(&long, MAX_WARNING);
+        assert!(t.len() <= MAX_WARNING && t.ends_with('…'), "{}", t.len());
+        assert_eq!(truncate("short", MAX_WARNING), "short");
+    }
+
+    fn deployment(images: &[(&str, &str)], secrets: &[&str], replicas: u32) -> Workload {
+        let containers: Vec<Value> = images
+            .iter()
+            .map(|(n, i)| json!({"name": n, "image": i}))
+            .collect();
+        let secrets: Vec<Value> = secrets.iter().map(|s| json!({"name": s})).collect();
+        let obj = json!({"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": replicas,
+            "template": {"spec": {"containers": containers, "imagePullSecrets": secrets}}}});
+        Workload::from_object(&obj, "ns").unwrap().unwrap()
+    }
+
+    #[test]
+    fn update_selects_only_what_changed() {
+        let old = deployment(&[("a", "nginx:1"), ("b", "redis:7")], &["s"], 1);
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
+        assert!(
+            changed_containers(
+                &deployment(&[("a", "nginx:1"), ("b", "redis:7")], &["s"], 5),
+                &old
+            )
+            .is_empty(),
+            "replicas only"
+        );
+        assert_eq!(
+            changed_containers(
+                &deployment(&[("a", "nginx:2"), ("b", "redis:7")], &["s"], 1),
+                &old
+            ),
+            set(&["a"])
+        );
+        assert_eq!(
+            changed_containers(
+                &deployment(&[("a", "nginx:1"), ("b", "redis:7")], &["t"], 1),
+                &old
+            ),
+            set(&["a", "b"])
+        );
+        assert_eq!(
+            changed_containers(
+                &deployment(&[("a", "nginx:1"), ("b", "redis:7"), ("c", "x")], &["s"], 1),
+                &old
+            ),
+            set(&["c"])
+        );
+    }
+
+    #[test]
+    fn controlled_pods() {
+        let pod = |owner: Value| json!({"kind": "Pod", "metadata": {"ownerReferences": [owner]}});
+        assert!(is_controlled_pod(&pod(
+            json!({"kind": "ReplicaSet", "controller": true})
+        )));
+        assert!(!is_controlled_pod(&pod(json!({"kind": "ReplicaSet"}))));
+        assert!(!is_controlled_pod(&pod(
+            json!({"kind": "Node", "controller": true})
+        )));
+        assert!(!is_controlled_pod(&json!({"kind": "Pod", "metadata": {}})));
+    }
+}

@@ -1,0 +1,125 @@
+//! `pullguard serve`: the validating admission webhook.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::EngineArgs;
+use super::check::{build_engine, load_config};
+use crate::admission::{AppState, Settings};
+use crate::cluster::live::LiveCluster;
+use crate::config::DurationStr;
+use crate::policy::Mode;
+use crate::server::metrics::Metrics;
+use crate::server::{self, ServerOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// HTTPS address for admission reviews.
+    #[arg(long, env = "PULLGUARD_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Plain-HTTP address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "PULLGUARD_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    /// Serving certificate (PEM); reloaded when it changes.
+    #[arg(
+        long,
+        env = "PULLGUARD_TLS_CERT",
+        default_value = "/etc/pullguard/tls/tls.crt"
+    )]
+    pub tls_cert: PathBuf,
+    /// Serving key (PEM); reloaded when it changes.
+    #[arg(
+        long,
+        env = "PULLGUARD_TLS_KEY",
+        default_value = "/etc/pullguard/tls/tls.key"
+    )]
+    pub tls_key: PathBuf,
+    /// kubeconfig to use instead of the in-cluster configuration.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Read no Secrets at all: only node-wide credentials (`nodeCredentials`) are used.
+    #[arg(long)]
+    pub no_secrets: bool,
+    /// Namespaces never checked (repeatable). Default: kube-system and the webhook's own namespace.
+    #[arg(long = "exempt-namespace", value_name = "NS")]
+    pub exempt_namespaces: Vec<String>,
+    /// The webhook's own namespace (exempt).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub own_namespace: Option<String>,
+    /// Also look up pods created by a controller (their template was checked when the owner was admitted).
+    #[arg(long)]
+    pub check_controlled_pods: bool,
+    /// Answer this long before the API server's timeout.
+    #[arg(long, default_value = "1500ms")]
+    pub deadline_margin: DurationStr,
+    /// On SIGTERM, wait at most this long for in-flight reviews.
+    #[arg(long, default_value = "20s")]
+    pub drain_timeout: DurationStr,
+    /// Reviews handled at once; more wait.
+    #[arg(long, default_value_t = 512)]
+    pub max_concurrency: usize,
+    /// How often the certificate files are checked for changes.
+    #[arg(long, default_value = "2s")]
+    pub cert_reload_interval: DurationStr,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
+    let cfg = load_config(&args.engine)?;
+    let global_mode = cfg.mode;
+    // The webhook applies the mode per namespace itself; the engine always judges as if enforcing.
+    let mut engine_cfg = cfg.clone();
+    engine_cfg.mode = Mode::Enforce;
+    let engine = Arc::new(build_engine(&engine_cfg, false)?);
+    let kube_config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("finding the cluster (in-cluster config or KUBECONFIG)")?,
+    };
+    let client = kube::Client::try_from(kube_config).context("building the Kubernetes client")?;
+    let cluster = LiveCluster::start(client, !args.no_secrets);
+
+    let mut exempt: BTreeSet<String> = if args.exempt_namespaces.is_empty() {
+        ["kube-system".to_string()].into()
+    } else {
+        args.exempt_namespaces.iter().cloned().collect()
+    };
+    exempt.extend(args.own_namespace.clone());
+    let settings = Settings {
+        mode: global_mode,
+        exempt_namespaces: exempt,
+        check_controlled_pods: args.check_controlled_pods,
+        deadline_margin: args.deadline_margin.0,
+        default_timeout: std::time::Duration::from_secs(10),
+    };
+    let (cache_stats, registry_stats) = engine.stats();
+    let metrics = Arc::new(Metrics::new(cache_stats, registry_stats));
+    let state = Arc::new(AppState {
+        engine,
+        cluster,
+        settings,
+        metrics,
+    });
+    let opts = ServerOptions {
+        listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        cert_reload_interval: args.cert_reload_interval.0,
+        drain_timeout: args.drain_timeout.0,
+        max_concurrency: args.max_concurrency,
+    };
+    server::run(state, opts).await?;
+    Ok(0)
+}

@@ -1,0 +1,282 @@
+//! A list/watch-faithful stand-in for the Kubernetes API, enough for kube-rs watchers: `GET /api/v1/<resource>`
+//! lists with a `resourceVersion`; `?watch=true&resourceVersion=N` streams ADDED/MODIFIED/DELETED events after
+//! N as chunked JSON lines, and keeps streaming new ones. `fieldSelector=type=…` filters Secrets.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+
+#[derive(Clone, Debug)]
+struct Event {
+    rv: u64,
+    resource: String,
+    kind: &'static str,
+    object: Value,
+}
+
+#[derive(Default)]
+struct State {
+    rv: u64,
+    objects: BTreeMap<(String, String, String), Value>,
+    log: Vec<Event>,
+}
+
+pub struct ApiServer {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    events: broadcast::Sender<Event>,
+    pub requests: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn resource_of(kind: &str) -> &'static str {
+    match kind {
+        "Secret" => "secrets",
+        "ServiceAccount" => "serviceaccounts",
+        "Node" => "nodes",
+        "Namespace" => "namespaces",
+        other => panic!("the API stand-in does not serve {other}"),
+    }
+}
+
+fn matches(selector: Option<&str>, obj: &Value) -> bool {
+    match selector.and_then(|s| s.strip_prefix("type=")) {
+        Some(t) => obj.get("type").and_then(Value::as_str) == Some(t),
+        None => true,
+    }
+}
+
+impl ApiServer {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state: Arc<Mutex<State>> = Arc::default();
+        let (events, _) = broadcast::channel(1024);
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (st, ev, rq) = (state.clone(), events.clone(), requests.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(serve_connection(sock, st.clone(), ev.clone(), rq.clone()));
+            }
+        });
+        Self {
+            addr,
+            state,
+            events,
+            requests,
+            task,
+        }
+    }
+
+    /// Creates or replaces an object (it must carry apiVersion, kind and metadata.name).
+    pub fn apply(&self, mut obj: Value) {
+        let kind = obj["kind"].as_str().unwrap().to_string();
+        let resource = resource_of(&kind).to_string();
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+        let mut st = self.state.lock().unwrap();
+        st.rv += 1;
+        let rv = st.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        obj["metadata"]["uid"] = json!(format!("uid-{resource}-{ns}-{name}"));
+        let key = (resource.clone(), ns, name);
+        let kind = if st.objects.insert(key, obj.clone()).is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        let e = Event {
+            rv,
+            resource,
+            kind,
+            object: obj,
+        };
+        st.log.push(e.clone());
+        let _ = self.events.send(e);
+    }
+
+    pub fn delete(&self, kind: &str, namespace: &str, name: &str) {
+        let resource = resource_of(kind).to_string();
+        let mut st = self.state.lock().unwrap();
+        let Some(mut obj) = st
+            .objects
+            .remove(&(resource.clone(), namespace.into(), name.into()))
+        else {
+            return;
+        };
+        st.rv += 1;
+        let rv = st.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let e = Event {
+            rv,
+            resource,
+            kind: "DELETED",
+            object: obj,
+        };
+        st.log.push(e.clone());
+        let _ = self.events.send(e);
+    }
+
+    /// A kubeconfig pointing here.
+    pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: http://{}\n\
+                 users:\n- name: webhook\n  user:\n    token: stand-in-token\ncontexts:\n- name: stand-in\n  context:\n    \
+                 cluster: stand-in\n    user: webhook\ncurrent-context: stand-in\n",
+                self.addr
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+async fn serve_connection(
+    sock: tokio::net::TcpStream,
+    state: Arc<Mutex<State>>,
+    events: broadcast::Sender<Event>,
+    requests: Arc<Mutex<Vec<String>>>,
+) {
+    let (read, mut write) = sock.into_split();
+    let mut reader = BufReader::new(read);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let target = line.split(' ').nth(1).unwrap_or_default().to_string();
+        // Headers (GETs carry no body). A metadata-only client asks for PartialObjectMetadata in Accept.
+        let mut metadata_only = false;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).await.unwrap_or(0) == 0 || h == "\r\n" {
+                break;
+            }
+            if h.to_ascii_lowercase().starts_with("accept:")
+                && h.contains("as=PartialObjectMetadata")
+            {
+                metadata_only = true;
+            }
+        }
+        let shape = move |o: &Value| -> Value {
+            if metadata_only {
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": o["metadata"]})
+            } else {
+                o.clone()
+            }
+        };
+        requests.lock().unwrap().push(target.clone());
+        let url = url::Url::parse(&format!("http://x{target}")).unwrap();
+        let q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+        let resource = url.path().trim_start_matches("/api/v1/").to_string();
+        let selector = q.get("fieldSelector").cloned();
+        if q.get("watch").map(String::as_str) == Some("true")
+            || q.get("watch").map(String::as_str) == Some("1")
+        {
+            let since: u64 = q
+                .get("resourceVersion")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let timeout = q
+                .get("timeoutSeconds")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(290u64);
+            let mut rx = events.subscribe();
+            let backlog: Vec<Event> = state
+                .lock()
+                .unwrap()
+                .log
+                .iter()
+                .filter(|e| e.rv > since && e.resource == resource)
+                .cloned()
+                .collect();
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+            if write.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let mut last = since;
+            let send = |e: &Event| {
+                let line = format!("{}\n", json!({"type": e.kind, "object": shape(&e.object)}));
+                format!("{:x}\r\n{line}\r\n", line.len())
+            };
+            for e in backlog
+                .iter()
+                .filter(|e| matches(selector.as_deref(), &e.object))
+            {
+                last = last.max(e.rv);
+                if write.write_all(send(e).as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            let deadline = tokio::time::sleep(Duration::from_secs(timeout));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    e = rx.recv() => match e {
+                        Ok(e) if e.rv > last && e.resource == resource && matches(selector.as_deref(), &e.object) => {
+                            last = e.rv;
+                            if write.write_all(send(&e).as_bytes()).await.is_err() { return; }
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(_) => return,
+                    }
+                }
+            }
+            let _ = write.write_all(b"0\r\n\r\n").await;
+            continue;
+        }
+        let (rv, items): (u64, Vec<Value>) = {
+            let st = state.lock().unwrap();
+            let items = st
+                .objects
+                .iter()
+                .filter(|((r, _, _), o)| *r == resource && matches(selector.as_deref(), o))
+                .map(|(_, o)| shape(o))
+                .collect();
+            (st.rv, items)
+        };
+        let kind = match resource.as_str() {
+            "secrets" => "SecretList",
+            "serviceaccounts" => "ServiceAccountList",
+            "nodes" => "NodeList",
+            "namespaces" => "NamespaceList",
+            _ => "List",
+        };
+        let (kind, api_version) = if metadata_only {
+            ("PartialObjectMetadataList", "meta.k8s.io/v1")
+        } else {
+            (kind, "v1")
+        };
+        let body = json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv.to_string()}, "items": items}).to_string();
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if write.write_all(resp.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
