@@ -57,12 +57,7 @@ impl ResolveExpiry {
 }
 
 impl moka::Expiry<ResolveKey, ResolveValue> for ResolveExpiry {
-    fn expire_after_create(
-        &self,
-        _: &ResolveKey,
-        v: &ResolveValue,
-        _: Instant,
-    ) -> Option<Duration> {
+    fn expire_after_create(&self, _: &ResolveKey, v: &ResolveValue, _: Instant) -> Option<Duration> {
         self.ttl_of(v)
     }
     // moka's default keeps the old TTL on update; a negative entry turning positive must get the positive TTL.
@@ -87,11 +82,7 @@ pub struct CacheSettings {
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        Self {
-            ttl: Duration::from_secs(300),
-            negative_ttl: Duration::from_secs(30),
-            max_entries: 100_000,
-        }
+        Self { ttl: Duration::from_secs(300), negative_ttl: Duration::from_secs(30), max_entries: 100_000 }
     }
 }
 
@@ -130,20 +121,14 @@ pub struct CachedRegistry<R> {
 
 impl<R: Registry> CachedRegistry<R> {
     pub fn new(inner: Arc<R>, settings: CacheSettings) -> Self {
-        let CacheSettings {
-            ttl,
-            negative_ttl,
-            max_entries,
-        } = settings;
+        let CacheSettings { ttl, negative_ttl, max_entries } = settings;
         Self {
             inner,
             resolved: moka::future::Cache::builder()
                 .max_capacity(max_entries)
                 .expire_after(ResolveExpiry { ttl, negative_ttl })
                 .build(),
-            contents: moka::future::Cache::builder()
-                .max_capacity(max_entries)
-                .build(),
+            contents: moka::future::Cache::builder().max_capacity(max_entries).build(),
             stats: Arc::default(),
         }
     }
@@ -157,20 +142,12 @@ impl<R: Registry> CachedRegistry<R> {
     }
 
     fn count(&self, fresh: bool) {
-        let counter = if fresh {
-            &self.stats.misses
-        } else {
-            &self.stats.hits
-        };
+        let counter = if fresh { &self.stats.misses } else { &self.stats.hits };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Resolves a reference for one credential (`None`: anonymous) and the platforms of what it resolves to.
-    pub async fn lookup(
-        &self,
-        reference: &Reference,
-        credential: Option<&Credential>,
-    ) -> Result<Facts, Failure> {
+    pub async fn lookup(&self, reference: &Reference, credential: Option<&Credential>) -> Result<Facts, Failure> {
         let key = ResolveKey {
             registry: reference.domain.clone(),
             repository: reference.path.clone(),
@@ -197,19 +174,12 @@ impl<R: Registry> CachedRegistry<R> {
             .entry(ckey)
             .or_try_insert_with(async {
                 let _busy = InFlight::new(&self.stats.in_flight);
-                self.inner
-                    .platforms(reference, &resolved.digest, credential)
-                    .await
-                    .map(Arc::new)
+                self.inner.platforms(reference, &resolved.digest, credential).await.map(Arc::new)
             })
             .await
             .map_err(|e| (*e).clone())?;
         self.count(entry.is_fresh());
-        Ok(Facts {
-            digest: resolved.digest,
-            media_type: resolved.media_type,
-            platforms: entry.into_value().to_vec(),
-        })
+        Ok(Facts { digest: resolved.digest, media_type: resolved.media_type, platforms: entry.into_value().to_vec() })
     }
 
     /// Number of entries held (after pending maintenance).

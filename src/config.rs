@@ -53,22 +53,16 @@ impl std::str::FromStr for DurationStr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?} (use e.g. 500ms, 4s, 5m)"))?;
+        let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (use e.g. 500ms, 4s, 5m)"))?;
         let secs = match unit {
             "ms" => n / 1000.0,
             "" | "s" => n,
             "m" => n * 60.0,
             "h" => n * 3600.0,
             _ => {
-                return Err(format!(
-                    "invalid duration unit in {s:?} (use ms, s, m or h)"
-                ));
+                return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)"));
             }
         };
         if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
@@ -106,11 +100,7 @@ pub enum ConfigError {
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("config file {path}: registries.{registry}.endpoint: {message}")]
-    Endpoint {
-        path: String,
-        registry: String,
-        message: String,
-    },
+    Endpoint { path: String, registry: String, message: String },
     #[error("config file {path}: registries.{registry}.ca: cannot read {ca}: {source}")]
     Ca {
         path: String,
@@ -156,10 +146,7 @@ impl Default for Config {
             fail_closed: false,
             node_credentials: None,
             registries: HashMap::new(),
-            blocked_networks: DEFAULT_BLOCKED
-                .iter()
-                .map(|s| s.parse().expect("default networks parse"))
-                .collect(),
+            blocked_networks: DEFAULT_BLOCKED.iter().map(|s| s.parse().expect("default networks parse")).collect(),
             lookup_timeout: DEFAULT_LOOKUP_TIMEOUT,
             cache: CacheSettings::default(),
         }
@@ -173,17 +160,12 @@ impl Config {
             return Ok(Self::default());
         };
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
         let file: FileConfig = if text.trim().is_empty() {
             FileConfig::default()
         } else {
-            serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
-                path: shown.clone(),
-                message: e.to_string(),
-            })?
+            serde_saphyr::from_str(&text)
+                .map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?
         };
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_file(file, &shown, base)
@@ -216,11 +198,7 @@ impl Config {
             cfg.node_credentials = Some(load_node_credentials(&base.join(nc))?);
         }
         for (registry, rc) in registries {
-            let RegistryConfig {
-                endpoint,
-                ca,
-                insecure_skip_verify,
-            } = rc;
+            let RegistryConfig { endpoint, ca, insecure_skip_verify } = rc;
             let url = match endpoint {
                 Some(e) => {
                     let u = url::Url::parse(&e).map_err(|err| ConfigError::Endpoint {
@@ -232,9 +210,7 @@ impl Config {
                         return Err(ConfigError::Endpoint {
                             path: path.into(),
                             registry: registry.clone(),
-                            message: format!(
-                                "{e:?} must be an http:// or https:// URL with a host"
-                            ),
+                            message: format!("{e:?} must be an http:// or https:// URL with a host"),
                         });
                     }
                     Some(u)
@@ -254,14 +230,7 @@ impl Config {
                 }
                 None => None,
             };
-            cfg.registries.insert(
-                registry,
-                Endpoint {
-                    url,
-                    ca_pem,
-                    insecure_skip_verify,
-                },
-            );
+            cfg.registries.insert(registry, Endpoint { url, ca_pem, insecure_skip_verify });
         }
         if let Some(b) = blocked_networks {
             cfg.blocked_networks = b;
@@ -270,11 +239,7 @@ impl Config {
             cfg.lookup_timeout = t.0.max(Duration::from_millis(10));
         }
         if let Some(c) = cache {
-            let CacheConfig {
-                ttl,
-                negative_ttl,
-                max_entries,
-            } = c;
+            let CacheConfig { ttl, negative_ttl, max_entries } = c;
             if let Some(t) = ttl {
                 cfg.cache.ttl = t.0;
             }
@@ -309,14 +274,10 @@ impl Config {
 /// Reads a docker `config.json` used as node-wide credentials.
 pub fn load_node_credentials(path: &Path) -> Result<DockerConfig, ConfigError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| ConfigError::NodeCredentials {
-        path: shown.clone(),
-        message: e.to_string(),
-    })?;
-    DockerConfig::from_config_json(&bytes).map_err(|e| ConfigError::NodeCredentials {
-        path: shown,
-        message: e.to_string(),
-    })
+    let bytes = std::fs::read(path)
+        .map_err(|e| ConfigError::NodeCredentials { path: shown.clone(), message: e.to_string() })?;
+    DockerConfig::from_config_json(&bytes)
+        .map_err(|e| ConfigError::NodeCredentials { path: shown, message: e.to_string() })
 }
 
 #[cfg(test)]
@@ -325,18 +286,8 @@ mod tests {
 
     #[test]
     fn durations() {
-        for (s, ms) in [
-            ("500ms", 500),
-            ("4s", 4000),
-            ("4", 4000),
-            ("1.5s", 1500),
-            ("2m", 120_000),
-        ] {
-            assert_eq!(
-                s.parse::<DurationStr>().unwrap().0,
-                Duration::from_millis(ms),
-                "{s}"
-            );
+        for (s, ms) in [("500ms", 500), ("4s", 4000), ("4", 4000), ("1.5s", 1500), ("2m", 120_000)] {
+            assert_eq!(s.parse::<DurationStr>().unwrap().0, Duration::from_millis(ms), "{s}");
         }
         for bad in ["", "s", "4x", "-1s", "1e400"] {
             assert!(bad.parse::<DurationStr>().is_err(), "{bad}");
@@ -345,13 +296,10 @@ mod tests {
 
     #[test]
     fn unknown_field_is_named() {
-        let err = serde_saphyr::from_str::<FileConfig>("failclosed: true\n")
-            .unwrap_err()
-            .to_string();
+        let err = serde_saphyr::from_str::<FileConfig>("failclosed: true\n").unwrap_err().to_string();
         assert!(err.contains("failclosed"), "{err}");
-        let err = serde_saphyr::from_str::<FileConfig>("registries:\n  r.io:\n    endpiont: x\n")
-            .unwrap_err()
-            .to_string();
+        let err =
+            serde_saphyr::from_str::<FileConfig>("registries:\n  r.io:\n    endpiont: x\n").unwrap_err().to_string();
         assert!(err.contains("endpiont"), "{err}");
     }
 
@@ -365,17 +313,11 @@ mod tests {
         assert_eq!(cfg.mode, Mode::Warn);
         assert_eq!(cfg.platforms.len(), 2);
         assert!(cfg.fail_closed);
-        assert_eq!(
-            cfg.registries["docker.io"].url.as_ref().unwrap().as_str(),
-            "http://127.0.0.1:5000/"
-        );
+        assert_eq!(cfg.registries["docker.io"].url.as_ref().unwrap().as_str(), "http://127.0.0.1:5000/");
         assert_eq!(cfg.lookup_timeout, Duration::from_secs(2));
         assert_eq!(cfg.cache.ttl, Duration::from_secs(60));
-        let bad: FileConfig =
-            serde_saphyr::from_str("registries:\n  r.io:\n    endpoint: ftp://x\n").unwrap();
-        let err = Config::from_file(bad, "x.yaml", Path::new("."))
-            .unwrap_err()
-            .to_string();
+        let bad: FileConfig = serde_saphyr::from_str("registries:\n  r.io:\n    endpoint: ftp://x\n").unwrap();
+        let err = Config::from_file(bad, "x.yaml", Path::new(".")).unwrap_err().to_string();
         assert!(err.contains("registries.r.io.endpoint"), "{err}");
     }
 }

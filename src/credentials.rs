@@ -36,10 +36,7 @@ impl Credential {
         input.push(0);
         input.extend_from_slice(self.password.as_bytes());
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
-        digest.as_ref()[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -115,15 +112,9 @@ impl DockerConfig {
     fn from_entries(entries: BTreeMap<String, Entry>) -> Result<Self, ConfigError> {
         let mut out = Vec::new();
         for (key, e) in entries {
-            let (mut username, mut password) = (
-                e.username.unwrap_or_default(),
-                e.password.unwrap_or_default(),
-            );
+            let (mut username, mut password) = (e.username.unwrap_or_default(), e.password.unwrap_or_default());
             if let Some(auth) = e.auth.filter(|a| !a.is_empty()) {
-                let decoded = B64
-                    .decode(auth.trim())
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok());
+                let decoded = B64.decode(auth.trim()).ok().and_then(|b| String::from_utf8(b).ok());
                 let (u, p) = decoded
                     .as_deref()
                     .and_then(|d| d.split_once(':'))
@@ -161,10 +152,7 @@ impl Keyring {
     pub fn add(&mut self, source: &Source, config: &DockerConfig) {
         for (loc, cred) in &config.0 {
             if let Some(key) = normalize_key(loc) {
-                self.entries
-                    .entry(key)
-                    .or_default()
-                    .push((source.clone(), cred.clone()));
+                self.entries.entry(key).or_default().push((source.clone(), cred.clone()));
             }
         }
     }
@@ -200,10 +188,7 @@ impl Keyring {
 
 /// Strips the scheme and a `/v1/` or `/v2/` path, as the kubelet's `BasicDockerKeyring.Add` does.
 fn normalize_key(loc: &str) -> Option<String> {
-    let rest = loc
-        .strip_prefix("https://")
-        .or_else(|| loc.strip_prefix("http://"))
-        .unwrap_or(loc);
+    let rest = loc.strip_prefix("https://").or_else(|| loc.strip_prefix("http://")).unwrap_or(loc);
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -211,17 +196,9 @@ fn normalize_key(loc: &str) -> Option<String> {
     if host.is_empty() {
         return None;
     }
-    let path = if path.starts_with("/v2/") || path.starts_with("/v1/") {
-        &path[3..]
-    } else {
-        path
-    };
+    let path = if path.starts_with("/v2/") || path.starts_with("/v1/") { &path[3..] } else { path };
     let host = host.to_ascii_lowercase();
-    Some(if path.is_empty() || path == "/" {
-        host
-    } else {
-        format!("{host}{path}")
-    })
+    Some(if path.is_empty() || path == "/" { host } else { format!("{host}{path}") })
 }
 
 fn is_default_registry_match(image: &str) -> bool {
@@ -232,9 +209,7 @@ fn is_default_registry_match(image: &str) -> bool {
     }
     match parts.next() {
         None => true,
-        Some(_) => {
-            first == "docker.io" || first == DEFAULT_REGISTRY_HOST || !first.contains(['.', ':'])
-        }
+        Some(_) => first == "docker.io" || first == DEFAULT_REGISTRY_HOST || !first.contains(['.', ':']),
     }
 }
 
@@ -251,9 +226,7 @@ fn urls_match(glob: &str, target: &str) -> bool {
     let (target_host, target_path) = split(target);
     let host_port = |h: &str| -> (String, String) {
         match h.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || h.starts_with('[') => {
-                (host.to_string(), port.to_string())
-            }
+            Some((host, port)) if !host.ends_with(']') || h.starts_with('[') => (host.to_string(), port.to_string()),
             _ => (h.to_string(), String::new()),
         }
     };
@@ -263,11 +236,7 @@ fn urls_match(glob: &str, target: &str) -> bool {
         return false;
     }
     let (gl, tl): (Vec<&str>, Vec<&str>) = (gh.split('.').collect(), th.split('.').collect());
-    gl.len() == tl.len()
-        && gl
-            .iter()
-            .zip(&tl)
-            .all(|(g, t)| glob_match(g.as_bytes(), t.as_bytes()))
+    gl.len() == tl.len() && gl.iter().zip(&tl).all(|(g, t)| glob_match(g.as_bytes(), t.as_bytes()))
 }
 
 /// Go's `filepath.Match` for one host label: `*`, `?` and `[...]` classes (ranges, `^` negation).
@@ -312,10 +281,7 @@ pub struct SecretData {
 
 impl fmt::Debug for SecretData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretData")
-            .field("type", &self.type_)
-            .field("keys", &self.data.keys())
-            .finish()
+        f.debug_struct("SecretData").field("type", &self.type_).field("keys", &self.data.keys()).finish()
     }
 }
 
@@ -336,10 +302,7 @@ impl SecretData {
                 ));
             }
         };
-        let bytes = self
-            .data
-            .get(key)
-            .ok_or_else(|| format!("it has no data key {key}"))?;
+        let bytes = self.data.get(key).ok_or_else(|| format!("it has no data key {key}"))?;
         parse(bytes).map_err(|e| format!("data key {key}: {e}"))
     }
 }
@@ -362,17 +325,9 @@ pub trait ClusterView: Send + Sync {
 /// A problem with one referenced pull secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretProblem {
-    NotFound {
-        name: String,
-    },
-    InOtherNamespace {
-        name: String,
-        namespaces: Vec<String>,
-    },
-    Invalid {
-        name: String,
-        detail: String,
-    },
+    NotFound { name: String },
+    InOtherNamespace { name: String, namespaces: Vec<String> },
+    Invalid { name: String, detail: String },
 }
 
 /// The pod's own keyring and what was wrong with the secrets it names.
@@ -391,8 +346,7 @@ pub fn valid_secret_name(name: &str) -> bool {
         && name.len() <= 253
         && name.split('.').all(|l| {
             !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -402,11 +356,7 @@ pub fn valid_secret_name(name: &str) -> bool {
 /// the kubelet do: the pod's `imagePullSecrets`, or its ServiceAccount's when it lists none.
 pub fn pod_credentials(spec: &PodSpec, namespace: &str, view: &dyn ClusterView) -> PodCredentials {
     let mut out = PodCredentials::default();
-    let mut names: Vec<String> = spec
-        .image_pull_secrets
-        .iter()
-        .map(|s| s.name.clone())
-        .collect();
+    let mut names: Vec<String> = spec.image_pull_secrets.iter().map(|s| s.name.clone()).collect();
     if names.is_empty() {
         let sa = spec.service_account();
         if let Some(sa_names) = view.service_account_pull_secrets(namespace, sa) {
@@ -436,13 +386,7 @@ pub fn pod_credentials(spec: &PodSpec, namespace: &str, view: &dyn ClusterView) 
         }
         match view.secret(namespace, &name) {
             Some(secret) => match secret.docker_config() {
-                Ok(cfg) => out.keyring.add(
-                    &Source::Secret {
-                        namespace: namespace.into(),
-                        name,
-                    },
-                    &cfg,
-                ),
+                Ok(cfg) => out.keyring.add(&Source::Secret { namespace: namespace.into(), name }, &cfg),
                 Err(detail) => out.problems.push(SecretProblem::Invalid { name, detail }),
             },
             None => {
@@ -450,10 +394,7 @@ pub fn pod_credentials(spec: &PodSpec, namespace: &str, view: &dyn ClusterView) 
                 out.problems.push(if elsewhere.is_empty() {
                     SecretProblem::NotFound { name }
                 } else {
-                    SecretProblem::InOtherNamespace {
-                        name,
-                        namespaces: elsewhere,
-                    }
+                    SecretProblem::InOtherNamespace { name, namespaces: elsewhere }
                 });
             }
         }
@@ -469,24 +410,13 @@ mod tests {
         DockerConfig(
             entries
                 .iter()
-                .map(|(k, u)| {
-                    (
-                        k.to_string(),
-                        Credential {
-                            username: u.to_string(),
-                            password: "pw".into(),
-                        },
-                    )
-                })
+                .map(|(k, u)| (k.to_string(), Credential { username: u.to_string(), password: "pw".into() }))
                 .collect(),
         )
     }
 
     fn users(k: &Keyring, image: &str) -> Vec<String> {
-        k.lookup(image)
-            .into_iter()
-            .map(|c| c.credential.username)
-            .collect()
+        k.lookup(image).into_iter().map(|c| c.credential.username).collect()
     }
 
     /// Cases from the kubelet's credentialprovider keyring tests.
@@ -508,10 +438,7 @@ mod tests {
         );
         let cases: &[(&str, &[&str])] = &[
             ("registry.example.com/team/app", &["team", "plain", "glob"]),
-            (
-                "registry.example.com/teamster/app",
-                &["team", "plain", "glob"],
-            ),
+            ("registry.example.com/teamster/app", &["team", "plain", "glob"]),
             ("registry.example.com/other/app", &["plain", "glob"]),
             ("foo.example.com/app", &["glob"]),
             ("a.b.example.com/app", &["glob2"]),
@@ -533,56 +460,29 @@ mod tests {
     #[test]
     fn docker_io_key_matches_directly() {
         let mut k = Keyring::default();
-        k.add(
-            &Source::Node,
-            &cfg(&[("docker.io", "d"), ("https://index.docker.io/v1/", "i")]),
-        );
-        assert_eq!(
-            users(&k, "docker.io/library/nginx"),
-            ["d"],
-            "a direct match wins over the default fallback"
-        );
+        k.add(&Source::Node, &cfg(&[("docker.io", "d"), ("https://index.docker.io/v1/", "i")]));
+        assert_eq!(users(&k, "docker.io/library/nginx"), ["d"], "a direct match wins over the default fallback");
     }
 
     #[test]
     fn parses_both_secret_formats_and_auth() {
         let auth = B64.encode("alice:s3cret");
-        let json = format!(
-            r#"{{"auths":{{"r.io":{{"auth":"{auth}"}},"s.io":{{"username":"bob","password":"pw"}}}}}}"#
-        );
+        let json = format!(r#"{{"auths":{{"r.io":{{"auth":"{auth}"}},"s.io":{{"username":"bob","password":"pw"}}}}}}"#);
         let c = DockerConfig::from_config_json(json.as_bytes()).unwrap();
-        assert_eq!(
-            c.0[0].1,
-            Credential {
-                username: "alice".into(),
-                password: "s3cret".into()
-            }
-        );
+        assert_eq!(c.0[0].1, Credential { username: "alice".into(), password: "s3cret".into() });
         assert_eq!(c.0[1].1.username, "bob");
         let legacy = format!(r#"{{"r.io":{{"auth":"{auth}","email":"a@b"}}}}"#);
-        assert_eq!(
-            DockerConfig::from_dockercfg(legacy.as_bytes()).unwrap().0[0]
-                .1
-                .username,
-            "alice"
-        );
+        assert_eq!(DockerConfig::from_dockercfg(legacy.as_bytes()).unwrap().0[0].1.username, "alice");
     }
 
     #[test]
     fn errors_never_echo_the_payload() {
-        let err =
-            DockerConfig::from_config_json(br#"{"auths": {"r.io": {"password": "hunter2", }}"#)
-                .unwrap_err();
+        let err = DockerConfig::from_config_json(br#"{"auths": {"r.io": {"password": "hunter2", }}"#).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         let bad_auth = r#"{"auths":{"r.io":{"auth":"aHVudGVyMg=="}}}"#; // "hunter2", no colon
-        let err = DockerConfig::from_config_json(bad_auth.as_bytes())
-            .unwrap_err()
-            .to_string();
+        let err = DockerConfig::from_config_json(bad_auth.as_bytes()).unwrap_err().to_string();
         assert!(!err.contains("hunter2") && err.contains("r.io"), "{err}");
-        let c = Credential {
-            username: "u".into(),
-            password: "hunter2".into(),
-        };
+        let c = Credential { username: "u".into(), password: "hunter2".into() };
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 
@@ -596,14 +496,8 @@ mod tests {
 
     #[test]
     fn fingerprints_differ_per_credential() {
-        let a = Credential {
-            username: "u".into(),
-            password: "a".into(),
-        };
-        let b = Credential {
-            username: "u".into(),
-            password: "b".into(),
-        };
+        let a = Credential { username: "u".into(), password: "a".into() };
+        let b = Credential { username: "u".into(), password: "b".into() };
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.fingerprint(), a.clone().fingerprint());
     }

@@ -60,16 +60,8 @@ pub struct Engine<R> {
 }
 
 impl<R: Registry> Engine<R> {
-    pub fn new(
-        registry: Option<Arc<CachedRegistry<R>>>,
-        node_keyring: Keyring,
-        settings: EngineSettings,
-    ) -> Self {
-        Self {
-            registry,
-            node_keyring,
-            settings,
-        }
+    pub fn new(registry: Option<Arc<CachedRegistry<R>>>, node_keyring: Keyring, settings: EngineSettings) -> Self {
+        Self { registry, node_keyring, settings }
     }
 
     pub fn settings(&self) -> &EngineSettings {
@@ -77,12 +69,7 @@ impl<R: Registry> Engine<R> {
     }
 
     /// Cache and registry counters, for metrics (empty offline).
-    pub fn stats(
-        &self,
-    ) -> (
-        Arc<crate::cache::CacheStats>,
-        Arc<crate::registry::RegistryStats>,
-    ) {
+    pub fn stats(&self) -> (Arc<crate::cache::CacheStats>, Arc<crate::registry::RegistryStats>) {
         match &self.registry {
             Some(r) => (r.stats(), r.inner().stats()),
             None => (Arc::default(), Arc::default()),
@@ -97,8 +84,7 @@ impl<R: Registry> Engine<R> {
         view: &dyn ClusterView,
         platforms: Option<&[Platform]>,
     ) -> Vec<ContainerResult> {
-        self.check_containers(w, view, platforms, None, &|_| true)
-            .await
+        self.check_containers(w, view, platforms, None, &|_| true).await
     }
 
     /// Checks the containers of a workload that `select` picks (by name), each lookup bounded by
@@ -115,50 +101,44 @@ impl<R: Registry> Engine<R> {
         let creds = pod_credentials(&w.spec, ns, view);
         let cluster = platforms.unwrap_or(&self.settings.platforms);
         let allowed = w.spec.allowed_platforms(cluster);
-        let service_account = creds.from_service_account.clone().or_else(|| {
-            w.spec
-                .image_pull_secrets
-                .is_empty()
-                .then(|| w.spec.service_account().to_string())
-        });
-        let futures = w
-            .containers()
-            .into_iter()
-            .filter(|c| select(&c.container.name))
-            .map(|c| {
-                let image = c.container.image.clone().unwrap_or_default();
-                let reference = Reference::parse(&image);
-                let candidates: Vec<Candidate> = match &reference {
-                    Ok(r) => {
-                        let repo = r.repository();
-                        let mut v = creds.keyring.lookup(&repo);
-                        v.extend(self.node_keyring.lookup(&repo));
-                        v
-                    }
-                    Err(_) => vec![],
-                };
-                let never = c.container.image_pull_policy.as_deref() == Some("Never");
-                let mut eval = Evaluation {
-                    image,
-                    reference,
-                    pull_policy_never: never,
-                    namespace: ns.clone(),
-                    service_account: service_account.clone(),
-                    secret_problems: creds.problems.clone(),
-                    candidates,
-                    lookup: LookupOutcome::NotDone,
-                    allowed_platforms: allowed.clone(),
-                    cluster_platforms: cluster.to_vec(),
-                };
-                let object = w.object.clone();
-                async move {
-                    if let (Ok(r), false) = (&eval.reference, eval.pull_policy_never) {
-                        eval.lookup = self.lookup(r, &eval.candidates, deadline).await;
-                    }
-                    let d = policy::decide(&eval, &self.settings.policy);
-                    to_result(object, c.container.name.clone(), c.kind, c.field, &eval, d)
+        let service_account = creds
+            .from_service_account
+            .clone()
+            .or_else(|| w.spec.image_pull_secrets.is_empty().then(|| w.spec.service_account().to_string()));
+        let futures = w.containers().into_iter().filter(|c| select(&c.container.name)).map(|c| {
+            let image = c.container.image.clone().unwrap_or_default();
+            let reference = Reference::parse(&image);
+            let candidates: Vec<Candidate> = match &reference {
+                Ok(r) => {
+                    let repo = r.repository();
+                    let mut v = creds.keyring.lookup(&repo);
+                    v.extend(self.node_keyring.lookup(&repo));
+                    v
                 }
-            });
+                Err(_) => vec![],
+            };
+            let never = c.container.image_pull_policy.as_deref() == Some("Never");
+            let mut eval = Evaluation {
+                image,
+                reference,
+                pull_policy_never: never,
+                namespace: ns.clone(),
+                service_account: service_account.clone(),
+                secret_problems: creds.problems.clone(),
+                candidates,
+                lookup: LookupOutcome::NotDone,
+                allowed_platforms: allowed.clone(),
+                cluster_platforms: cluster.to_vec(),
+            };
+            let object = w.object.clone();
+            async move {
+                if let (Ok(r), false) = (&eval.reference, eval.pull_policy_never) {
+                    eval.lookup = self.lookup(r, &eval.candidates, deadline).await;
+                }
+                let d = policy::decide(&eval, &self.settings.policy);
+                to_result(object, c.container.name.clone(), c.kind, c.field, &eval, d)
+            }
+        });
         futures_util::future::join_all(futures).await
     }
 
@@ -177,40 +157,26 @@ impl<R: Registry> Engine<R> {
             for (i, c) in candidates.iter().enumerate() {
                 match registry.lookup(r, Some(&c.credential)).await {
                     Ok(facts) => {
-                        return LookupOutcome::Found {
-                            facts,
-                            used: Some(i),
-                            rejected,
-                        };
+                        return LookupOutcome::Found { facts, used: Some(i), rejected };
                     }
                     Err(f) if f.is_auth() => rejected.push((i, f)),
                     Err(failure) => return LookupOutcome::Failed { failure, rejected },
                 }
             }
             match registry.lookup(r, None).await {
-                Ok(facts) => LookupOutcome::Found {
-                    facts,
-                    used: None,
-                    rejected,
-                },
+                Ok(facts) => LookupOutcome::Found { facts, used: None, rejected },
                 Err(failure) => LookupOutcome::Failed { failure, rejected },
             }
         };
         let budget = match deadline {
-            Some(d) => self
-                .settings
-                .deadline
-                .min(d.saturating_duration_since(tokio::time::Instant::now())),
+            Some(d) => self.settings.deadline.min(d.saturating_duration_since(tokio::time::Instant::now())),
             None => self.settings.deadline,
         };
         match tokio::time::timeout(budget, walk).await {
             Ok(outcome) => outcome,
             Err(_) => LookupOutcome::Failed {
                 failure: Failure::Unreachable {
-                    detail: format!(
-                        "the lookup did not finish within {:.1}s",
-                        budget.as_secs_f64()
-                    ),
+                    detail: format!("the lookup did not finish within {:.1}s", budget.as_secs_f64()),
                 },
                 rejected: vec![],
             },
@@ -227,9 +193,7 @@ fn to_result(
     d: Decision,
 ) -> ContainerResult {
     let (digest, platforms, used) = match &e.lookup {
-        LookupOutcome::Found { facts, used, .. } => {
-            (Some(facts.digest.clone()), facts.platforms.clone(), *used)
-        }
+        LookupOutcome::Found { facts, used, .. } => (Some(facts.digest.clone()), facts.platforms.clone(), *used),
         _ => (None, vec![], None),
     };
     ContainerResult {
@@ -248,10 +212,7 @@ fn to_result(
         credentials: e
             .candidates
             .iter()
-            .map(|c| CredentialRef {
-                secret: c.source.secret_name(),
-                key: c.key.clone(),
-            })
+            .map(|c| CredentialRef { secret: c.source.secret_name(), key: c.key.clone() })
             .collect(),
         credential_used: used,
     }

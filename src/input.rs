@@ -51,13 +51,9 @@ pub fn load(paths: &[PathBuf]) -> (Vec<Document>, Vec<InputError>) {
             let name = f.display().to_string();
             match std::fs::read(&f) {
                 Ok(bytes) => match String::from_utf8(bytes) {
-                    Ok(text) => parse_text(
-                        &name,
-                        &text,
-                        f.extension().and_then(|e| e.to_str()),
-                        &mut docs,
-                        &mut errors,
-                    ),
+                    Ok(text) => {
+                        parse_text(&name, &text, f.extension().and_then(|e| e.to_str()), &mut docs, &mut errors)
+                    }
                     Err(_) => errors.push(file_error(&name, "not UTF-8 text".into())),
                 },
                 Err(e) => errors.push(file_error(&name, e.to_string())),
@@ -68,11 +64,7 @@ pub fn load(paths: &[PathBuf]) -> (Vec<Document>, Vec<InputError>) {
 }
 
 fn file_error(file: &str, message: String) -> InputError {
-    InputError {
-        file: file.to_string(),
-        document: None,
-        message,
-    }
+    InputError { file: file.to_string(), document: None, message }
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<InputError>) {
@@ -84,25 +76,15 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<InputError>) {
         let path = entry.path();
         if path.is_dir() {
             walk(&path, out, errors);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
             out.push(path);
         }
     }
 }
 
 /// Parses one file's text into objects.
-pub fn parse_text(
-    file: &str,
-    text: &str,
-    ext: Option<&str>,
-    docs: &mut Vec<Document>,
-    errors: &mut Vec<InputError>,
-) {
-    let looks_json =
-        ext == Some("json") || (ext.is_none() && text.trim_start().starts_with(['{', '[']));
+pub fn parse_text(file: &str, text: &str, ext: Option<&str>, docs: &mut Vec<Document>, errors: &mut Vec<InputError>) {
+    let looks_json = ext == Some("json") || (ext.is_none() && text.trim_start().starts_with(['{', '[']));
     if looks_json {
         let stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
         for (index, v) in stream.enumerate() {
@@ -121,10 +103,7 @@ pub fn parse_text(
         return;
     }
     for (index, chunk) in split_yaml_documents(text).into_iter().enumerate() {
-        if chunk
-            .lines()
-            .all(|l| l.trim().is_empty() || l.trim().starts_with('#'))
-        {
+        if chunk.lines().all(|l| l.trim().is_empty() || l.trim().starts_with('#')) {
             continue;
         }
         match serde_saphyr::from_str::<Value>(chunk) {
@@ -133,13 +112,8 @@ pub fn parse_text(
                 // saphyr counts lines within the document; say where the document starts in the file.
                 let offset = chunk.as_ptr() as usize - text.as_ptr() as usize;
                 let line = text[..offset].matches('\n').count() + 1;
-                let message =
-                    format!("invalid YAML (document starts at line {line} of the file): {e}");
-                errors.push(InputError {
-                    file: file.into(),
-                    document: Some(index),
-                    message,
-                });
+                let message = format!("invalid YAML (document starts at line {line} of the file): {e}");
+                errors.push(InputError { file: file.into(), document: Some(index), message });
             }
         }
     }
@@ -181,21 +155,11 @@ fn split_yaml_documents(text: &str) -> Vec<&str> {
     out
 }
 
-fn push_object(
-    file: &str,
-    index: usize,
-    v: Value,
-    docs: &mut Vec<Document>,
-    errors: &mut Vec<InputError>,
-) {
+fn push_object(file: &str, index: usize, v: Value, docs: &mut Vec<Document>, errors: &mut Vec<InputError>) {
     match &v {
         Value::Null => {}
         Value::Object(map) => {
-            let kind = map
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+            let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
             if kind.is_empty() {
                 errors.push(InputError {
                     file: file.into(),
@@ -205,11 +169,7 @@ fn push_object(
                 return;
             }
             if let Some(item_kind) = kind.strip_suffix("List") {
-                let items = map
-                    .get("items")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
+                let items = map.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
                 for mut item in items {
                     if item.get("kind").is_none() && !item_kind.is_empty() {
                         if let Some(obj) = item.as_object_mut() {
@@ -220,11 +180,7 @@ fn push_object(
                 }
                 return;
             }
-            docs.push(Document {
-                file: file.into(),
-                index,
-                value: v,
-            });
+            docs.push(Document { file: file.into(), index, value: v });
         }
         _ => errors.push(InputError {
             file: file.into(),
@@ -257,9 +213,7 @@ mod tests {
 
     #[test]
     fn list_items_are_objects() {
-        let (d, e) = parse(
-            "apiVersion: v1\nkind: List\nitems:\n- kind: Pod\n  metadata: {name: a}\n- kind: Secret\n",
-        );
+        let (d, e) = parse("apiVersion: v1\nkind: List\nitems:\n- kind: Pod\n  metadata: {name: a}\n- kind: Secret\n");
         assert!(e.is_empty());
         assert_eq!(d.len(), 2);
         let (d, _) = parse("kind: PodList\nitems:\n- metadata: {name: a}\n");
@@ -269,19 +223,10 @@ mod tests {
     #[test]
     fn json_stream_and_non_objects() {
         let (mut d, mut e) = (vec![], vec![]);
-        parse_text(
-            "f.json",
-            "{\"kind\":\"Pod\"} {\"kind\":\"Pod\"}",
-            Some("json"),
-            &mut d,
-            &mut e,
-        );
+        parse_text("f.json", "{\"kind\":\"Pod\"} {\"kind\":\"Pod\"}", Some("json"), &mut d, &mut e);
         assert_eq!(d.len(), 2);
         let (_, e) = parse("- a\n- b\n");
-        assert_eq!(
-            e[0].message,
-            "document is not a mapping: not a Kubernetes object"
-        );
+        assert_eq!(e[0].message, "document is not a mapping: not a Kubernetes object");
         let (_, e) = parse("metadata: {name: x}\n");
         assert!(e[0].message.contains("no kind"));
     }
@@ -290,11 +235,7 @@ mod tests {
     fn document_marker_variants() {
         assert_eq!(split_yaml_documents("a: 1\n---\nb: 2\n").len(), 2);
         assert_eq!(split_yaml_documents("---\na: 1\n").len(), 1);
-        assert_eq!(
-            split_yaml_documents("a: |\n  ---\n  x\n").len(),
-            1,
-            "indented --- is content"
-        );
+        assert_eq!(split_yaml_documents("a: |\n  ---\n  x\n").len(), 1, "indented --- is content");
         assert_eq!(split_yaml_documents("--- {kind: Pod}\n").len(), 1);
     }
 }

@@ -21,20 +21,10 @@ impl Platform {
     /// Builds a platform and normalizes it (`aarch64` → `arm64`, `arm64/v8` → `arm64`, `arm` → `arm/v7`…).
     pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Self {
         let os = os.to_ascii_lowercase();
-        let os = if os == "macos" {
-            "darwin".to_string()
-        } else {
-            os
-        };
-        let variant = variant
-            .filter(|v| !v.is_empty())
-            .map(str::to_ascii_lowercase);
+        let os = if os == "macos" { "darwin".to_string() } else { os };
+        let variant = variant.filter(|v| !v.is_empty()).map(str::to_ascii_lowercase);
         let (architecture, variant) = normalize_arch(&architecture.to_ascii_lowercase(), variant);
-        Self {
-            os,
-            architecture,
-            variant,
-        }
+        Self { os, architecture, variant }
     }
 
     /// Attestation and other non-runnable index entries.
@@ -50,19 +40,12 @@ impl Platform {
             architecture: arch.to_string(),
             variant,
         };
-        let version = |v: &Option<String>| {
-            v.as_deref()
-                .and_then(|v| v.trim_start_matches('v').parse::<u32>().ok())
-        };
+        let version = |v: &Option<String>| v.as_deref().and_then(|v| v.trim_start_matches('v').parse::<u32>().ok());
         match self.architecture.as_str() {
             "amd64" => {
                 if let Some(n) = version(&self.variant) {
                     for lower in (1..n).rev() {
-                        let v = if lower == 1 {
-                            None
-                        } else {
-                            Some(format!("v{lower}"))
-                        };
+                        let v = if lower == 1 { None } else { Some(format!("v{lower}")) };
                         out.push(same("amd64", v));
                     }
                 }
@@ -145,16 +128,10 @@ impl FromStr for Platform {
     type Err = PlatformParse;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split('/').collect();
-        let valid = |p: &str| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-        };
+        let valid = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
         match parts.as_slice() {
             [os, arch] if valid(os) && valid(arch) => Ok(Platform::new(os, arch, None)),
-            [os, arch, v] if valid(os) && valid(arch) && valid(v) => {
-                Ok(Platform::new(os, arch, Some(v)))
-            }
+            [os, arch, v] if valid(os) && valid(arch) && valid(v) => Ok(Platform::new(os, arch, Some(v))),
             _ => Err(PlatformParse(s.to_string())),
         }
     }
@@ -173,29 +150,21 @@ pub enum PlatformFit {
     /// Every allowed node platform can pull the image.
     All,
     /// Only these of the allowed node platforms can.
-    Some {
-        supported: Vec<Platform>,
-        unsupported: Vec<Platform>,
-    },
+    Some { supported: Vec<Platform>, unsupported: Vec<Platform> },
     /// None can.
     None,
 }
 
 /// Compares the image's platforms with the node platforms the pod may land on.
 pub fn fit(image: &[Platform], nodes: &[Platform]) -> PlatformFit {
-    let (supported, unsupported): (Vec<Platform>, Vec<Platform>) = nodes
-        .iter()
-        .cloned()
-        .partition(|n| image.iter().any(|e| n.can_run(e)));
+    let (supported, unsupported): (Vec<Platform>, Vec<Platform>) =
+        nodes.iter().cloned().partition(|n| image.iter().any(|e| n.can_run(e)));
     if unsupported.is_empty() {
         PlatformFit::All
     } else if supported.is_empty() {
         PlatformFit::None
     } else {
-        PlatformFit::Some {
-            supported,
-            unsupported,
-        }
+        PlatformFit::Some { supported, unsupported }
     }
 }
 
@@ -257,11 +226,7 @@ mod tests {
             ("linux/amd64", "unknown/unknown", false),
         ];
         for (node, entry, want) in cases {
-            assert_eq!(
-                p(node).can_run(&p(entry)),
-                want,
-                "node {node} entry {entry}"
-            );
+            assert_eq!(p(node).can_run(&p(entry)), want, "node {node} entry {entry}");
         }
     }
 
@@ -272,10 +237,7 @@ mod tests {
         assert_eq!(fit(&image, &[p("linux/arm64")]), PlatformFit::None);
         assert_eq!(
             fit(&image, &[p("linux/amd64"), p("linux/arm64")]),
-            PlatformFit::Some {
-                supported: vec![p("linux/amd64")],
-                unsupported: vec![p("linux/arm64")]
-            }
+            PlatformFit::Some { supported: vec![p("linux/amd64")], unsupported: vec![p("linux/arm64")] }
         );
     }
 }

@@ -32,9 +32,7 @@ pub enum ReferenceError {
     Whitespace,
     #[error("repository name must be lowercase")]
     Uppercase,
-    #[error(
-        "invalid repository name: cannot be a 64-character hexadecimal string (that looks like an image ID)"
-    )]
+    #[error("invalid repository name: cannot be a 64-character hexadecimal string (that looks like an image ID)")]
     HexIdentifier,
     #[error("repository name is longer than {NAME_TOTAL_LENGTH_MAX} characters")]
     NameTooLong,
@@ -48,9 +46,7 @@ pub enum ReferenceError {
         "invalid tag {0:?} (allowed: letters, digits, '_', '.', '-', at most 128 characters, not starting with '.' or '-')"
     )]
     Tag(String),
-    #[error(
-        "invalid digest {0:?} (expected algorithm:hex, e.g. sha256: followed by 64 lowercase hex digits)"
-    )]
+    #[error("invalid digest {0:?} (expected algorithm:hex, e.g. sha256: followed by 64 lowercase hex digits)")]
     Digest(String),
 }
 
@@ -101,12 +97,7 @@ impl Reference {
             (None, None) => Some("latest".to_string()),
             _ => tag,
         };
-        Ok(Self {
-            domain,
-            path,
-            tag,
-            digest,
-        })
+        Ok(Self { domain, path, tag, digest })
     }
 
     /// `domain/path`, the repository name the kubelet's keyring matches against.
@@ -116,10 +107,7 @@ impl Reference {
 
     /// What the registry is asked for: the digest when there is one (it wins over a tag), else the tag.
     pub fn manifest_reference(&self) -> &str {
-        self.digest
-            .as_deref()
-            .or(self.tag.as_deref())
-            .unwrap_or("latest")
+        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or("latest")
     }
 }
 
@@ -189,9 +177,7 @@ fn validate_domain(domain: &str) -> Result<(), ReferenceError> {
         }
         for label in host.split('.') {
             let ok = !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-');
             if !ok {
@@ -232,26 +218,17 @@ fn validate_path_component(c: &str) -> Result<(), ReferenceError> {
 fn validate_tag(tag: &str) -> Result<(), ReferenceError> {
     let b = tag.as_bytes();
     let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
-    let ok = !b.is_empty()
-        && b.len() <= 128
-        && word(b[0])
-        && b.iter().all(|&x| word(x) || x == b'.' || x == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ReferenceError::Tag(tag.to_string()))
-    }
+    let ok = !b.is_empty() && b.len() <= 128 && word(b[0]) && b.iter().all(|&x| word(x) || x == b'.' || x == b'-');
+    if ok { Ok(()) } else { Err(ReferenceError::Tag(tag.to_string())) }
 }
 
 fn validate_digest(d: &str) -> Result<(), ReferenceError> {
     let bad = || ReferenceError::Digest(d.to_string());
     let (alg, hex) = d.split_once(':').ok_or_else(bad)?;
     let alg_ok = !alg.is_empty()
-        && alg.split(['+', '.', '_', '-']).all(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        });
+        && alg
+            .split(['+', '.', '_', '-'])
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
     if !alg_ok || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
@@ -286,16 +263,10 @@ mod tests {
             ("dmcgowan/myapp/sub", "docker.io/dmcgowan/myapp/sub:latest"),
             ("localhost/foo", "localhost/foo:latest"),
             ("localhost:5000/foo/bar:v1", "localhost:5000/foo/bar:v1"),
-            (
-                "registry.example.com/team/app:v2.3.1",
-                "registry.example.com/team/app:v2.3.1",
-            ),
+            ("registry.example.com/team/app:v2.3.1", "registry.example.com/team/app:v2.3.1"),
             ("ghcr.io/org/tool:1.0", "ghcr.io/org/tool:1.0"),
             ("Docker.io/foo", "Docker.io/foo:latest"),
-            (
-                "127.0.0.1:5000/a_b/c__d/e-f/g--h/i.j",
-                "127.0.0.1:5000/a_b/c__d/e-f/g--h/i.j:latest",
-            ),
+            ("127.0.0.1:5000/a_b/c__d/e-f/g--h/i.j", "127.0.0.1:5000/a_b/c__d/e-f/g--h/i.j:latest"),
             ("[::1]:5000/foo", "[::1]:5000/foo:latest"),
             ("foo:_tag", "docker.io/library/foo:_tag"),
             (&tag_digest_in, &tag_digest),
@@ -306,10 +277,7 @@ mod tests {
         }
         let by_digest = Reference::parse(&format!("ubuntu@{D}")).unwrap();
         assert_eq!(by_digest.to_string(), digest_ref);
-        assert_eq!(
-            by_digest.tag, None,
-            "no :latest is added when a digest is given"
-        );
+        assert_eq!(by_digest.tag, None, "no :latest is added when a digest is given");
         assert_eq!(by_digest.manifest_reference(), D);
     }
 
@@ -333,35 +301,16 @@ mod tests {
             ("nginx:.bad", ReferenceError::Tag(".bad".into())),
             ("nginx:-bad", ReferenceError::Tag("-bad".into())),
             ("nginx:a/b", ReferenceError::Domain("nginx:a".into())),
-            (
-                "nginx@sha256:abc",
-                ReferenceError::Digest("sha256:abc".into()),
-            ),
-            (
-                "nginx@sha256:ZZ",
-                ReferenceError::Digest("sha256:ZZ".into()),
-            ),
-            (
-                "exa_mple.com/foo",
-                ReferenceError::Domain("exa_mple.com".into()),
-            ),
-            (
-                "-example.com/foo",
-                ReferenceError::Domain("-example.com".into()),
-            ),
-            (
-                "example.com:port/foo",
-                ReferenceError::Domain("example.com:port".into()),
-            ),
+            ("nginx@sha256:abc", ReferenceError::Digest("sha256:abc".into())),
+            ("nginx@sha256:ZZ", ReferenceError::Digest("sha256:ZZ".into())),
+            ("exa_mple.com/foo", ReferenceError::Domain("exa_mple.com".into())),
+            ("-example.com/foo", ReferenceError::Domain("-example.com".into())),
+            ("example.com:port/foo", ReferenceError::Domain("example.com:port".into())),
             ("[::1/foo", ReferenceError::Domain("[::1".into())),
             (&long, ReferenceError::NameTooLong),
         ];
         for (input, want) in cases {
-            assert_eq!(
-                Reference::parse(input).as_ref(),
-                Err(want),
-                "input {input:?}"
-            );
+            assert_eq!(Reference::parse(input).as_ref(), Err(want), "input {input:?}");
         }
         let tag_129 = format!("nginx:{}", "a".repeat(129));
         assert!(Reference::parse(&tag_129).is_err());

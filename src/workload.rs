@@ -140,12 +140,9 @@ pub enum WorkloadError {
 pub fn pod_spec_path(kind: &str) -> Option<&'static str> {
     match kind {
         "Pod" => Some("spec"),
-        "Deployment"
-        | "StatefulSet"
-        | "DaemonSet"
-        | "ReplicaSet"
-        | "ReplicationController"
-        | "Job" => Some("spec.template.spec"),
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController" | "Job" => {
+            Some("spec.template.spec")
+        }
         "CronJob" => Some("spec.jobTemplate.spec.template.spec"),
         _ => None,
     }
@@ -153,26 +150,16 @@ pub fn pod_spec_path(kind: &str) -> Option<&'static str> {
 
 impl Workload {
     /// Extracts the pod spec of a workload object; `Ok(None)` for kinds that run no containers.
-    pub fn from_object(
-        obj: &Value,
-        default_namespace: &str,
-    ) -> Result<Option<Self>, WorkloadError> {
+    pub fn from_object(obj: &Value, default_namespace: &str) -> Result<Option<Self>, WorkloadError> {
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
         let Some(spec_path) = pod_spec_path(kind) else {
             return Ok(None);
         };
         let meta = obj.get("metadata");
-        let text = |v: Option<&Value>, k: &str| {
-            v.and_then(|m| m.get(k))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        let name = text(meta, "name")
-            .or_else(|| text(meta, "generateName"))
-            .unwrap_or_default();
-        let namespace = text(meta, "namespace")
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| default_namespace.to_string());
+        let text = |v: Option<&Value>, k: &str| v.and_then(|m| m.get(k)).and_then(Value::as_str).map(str::to_string);
+        let name = text(meta, "name").or_else(|| text(meta, "generateName")).unwrap_or_default();
+        let namespace =
+            text(meta, "namespace").filter(|n| !n.is_empty()).unwrap_or_else(|| default_namespace.to_string());
         let object = ObjectRef {
             api_version: text(Some(obj), "apiVersion").unwrap_or_default(),
             kind: kind.to_string(),
@@ -186,11 +173,7 @@ impl Workload {
             match node.get(key) {
                 Some(v) => node = v,
                 None => {
-                    return Ok(Some(Self {
-                        object,
-                        spec: PodSpec::default(),
-                        spec_path,
-                    }));
+                    return Ok(Some(Self { object, spec: PodSpec::default(), spec_path }));
                 }
             }
         }
@@ -200,42 +183,24 @@ impl Workload {
             path: spec_path,
             source,
         })?;
-        Ok(Some(Self {
-            object,
-            spec,
-            spec_path,
-        }))
+        Ok(Some(Self { object, spec, spec_path }))
     }
 
     /// Every container, init container and ephemeral container, in that order.
     pub fn containers(&self) -> Vec<ContainerRef<'_>> {
         let lists = [
-            (
-                &self.spec.containers,
-                ContainerType::Container,
-                "containers",
-            ),
-            (
-                &self.spec.init_containers,
-                ContainerType::InitContainer,
-                "initContainers",
-            ),
-            (
-                &self.spec.ephemeral_containers,
-                ContainerType::EphemeralContainer,
-                "ephemeralContainers",
-            ),
+            (&self.spec.containers, ContainerType::Container, "containers"),
+            (&self.spec.init_containers, ContainerType::InitContainer, "initContainers"),
+            (&self.spec.ephemeral_containers, ContainerType::EphemeralContainer, "ephemeralContainers"),
         ];
         lists
             .into_iter()
             .flat_map(|(list, kind, field)| {
-                list.iter()
-                    .enumerate()
-                    .map(move |(i, container)| ContainerRef {
-                        container,
-                        kind,
-                        field: format!("{}.{field}[{i}].image", self.spec_path),
-                    })
+                list.iter().enumerate().map(move |(i, container)| ContainerRef {
+                    container,
+                    kind,
+                    field: format!("{}.{field}[{i}].image", self.spec_path),
+                })
             })
             .collect()
     }
@@ -254,11 +219,7 @@ impl PodSpec {
     /// The node platforms among `cluster` this pod may be scheduled on, judged by its node selector and
     /// required node affinity on the `kubernetes.io/os` and `kubernetes.io/arch` labels.
     pub fn allowed_platforms(&self, cluster: &[Platform]) -> Vec<Platform> {
-        cluster
-            .iter()
-            .filter(|p| self.schedulable_on(p))
-            .cloned()
-            .collect()
+        cluster.iter().filter(|p| self.schedulable_on(p)).cloned().collect()
     }
 
     fn schedulable_on(&self, p: &Platform) -> bool {
@@ -269,10 +230,7 @@ impl PodSpec {
                 _ => None,
             }
         };
-        let selector_ok = self
-            .node_selector
-            .iter()
-            .all(|(k, v)| label(k).is_none_or(|l| l == v));
+        let selector_ok = self.node_selector.iter().all(|(k, v)| label(k).is_none_or(|l| l == v));
         let terms = self
             .affinity
             .as_ref()
@@ -306,21 +264,9 @@ mod tests {
     fn finds_pod_spec_in_every_kind() {
         let tpl = json!({"spec": {"containers": [{"name": "a", "image": "nginx"}]}});
         let cases = [
-            (
-                "Pod",
-                json!({"spec": {"containers": [{"name": "a", "image": "nginx"}]}}),
-                "spec.containers[0].image",
-            ),
-            (
-                "Deployment",
-                json!({"spec": {"template": tpl}}),
-                "spec.template.spec.containers[0].image",
-            ),
-            (
-                "Job",
-                json!({"spec": {"template": tpl}}),
-                "spec.template.spec.containers[0].image",
-            ),
+            ("Pod", json!({"spec": {"containers": [{"name": "a", "image": "nginx"}]}}), "spec.containers[0].image"),
+            ("Deployment", json!({"spec": {"template": tpl}}), "spec.template.spec.containers[0].image"),
+            ("Job", json!({"spec": {"template": tpl}}), "spec.template.spec.containers[0].image"),
             (
                 "CronJob",
                 json!({"spec": {"jobTemplate": {"spec": {"template": tpl}}}}),
@@ -336,47 +282,26 @@ mod tests {
             assert_eq!(cs.len(), 1, "{kind}");
             assert_eq!(cs[0].field, field);
         }
-        assert!(
-            Workload::from_object(&json!({"kind": "ConfigMap"}), "d")
-                .unwrap()
-                .is_none()
-        );
+        assert!(Workload::from_object(&json!({"kind": "ConfigMap"}), "d").unwrap().is_none());
     }
 
     #[test]
     fn bad_spec_names_the_field() {
         let obj = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": "nope"}});
         let err = Workload::from_object(&obj, "d").unwrap_err().to_string();
-        assert!(
-            err.contains("Pod \"p\"") && err.contains("field spec"),
-            "{err}"
-        );
+        assert!(err.contains("Pod \"p\"") && err.contains("field spec"), "{err}");
     }
 
     #[test]
     fn platforms_follow_selector_and_affinity() {
-        let cluster: Vec<Platform> = ["linux/amd64", "linux/arm64", "windows/amd64"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let cluster: Vec<Platform> =
+            ["linux/amd64", "linux/arm64", "windows/amd64"].iter().map(|s| s.parse().unwrap()).collect();
         let spec = |v: Value| PodSpec::deserialize(v).unwrap();
-        let names = |s: &PodSpec| {
-            s.allowed_platforms(&cluster)
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-        };
+        let names = |s: &PodSpec| s.allowed_platforms(&cluster).iter().map(|p| p.to_string()).collect::<Vec<_>>();
         assert_eq!(names(&spec(json!({}))).len(), 3);
+        assert_eq!(names(&spec(json!({"nodeSelector": {"kubernetes.io/arch": "arm64"}}))), ["linux/arm64"]);
         assert_eq!(
-            names(&spec(
-                json!({"nodeSelector": {"kubernetes.io/arch": "arm64"}})
-            )),
-            ["linux/arm64"]
-        );
-        assert_eq!(
-            names(&spec(
-                json!({"nodeSelector": {"kubernetes.io/os": "linux", "disk": "ssd"}})
-            )),
+            names(&spec(json!({"nodeSelector": {"kubernetes.io/os": "linux", "disk": "ssd"}}))),
             ["linux/amd64", "linux/arm64"]
         );
         let affinity = json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":

@@ -81,10 +81,7 @@ pub struct AppState<R> {
 
 /// `POST /validate`.
 pub fn router<R: Registry>(state: Arc<AppState<R>>) -> Router {
-    Router::new()
-        .route("/validate", post(validate::<R>))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+    Router::new().route("/validate", post(validate::<R>)).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(state)
 }
 
 async fn validate<R: Registry>(
@@ -99,27 +96,17 @@ async fn validate<R: Registry>(
         Ok(r) => r,
         Err(e) => {
             warn!(error = %e, "unreadable AdmissionReview");
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("pullguard: cannot read the AdmissionReview: {e}\n"),
-            )
+            return (StatusCode::BAD_REQUEST, format!("pullguard: cannot read the AdmissionReview: {e}\n"))
                 .into_response();
         }
     };
     let request: AdmissionRequest<DynamicObject> = match review.try_into() {
         Ok(r) => r,
         Err(_) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                "pullguard: the AdmissionReview has no request\n",
-            )
-                .into_response();
+            return (StatusCode::BAD_REQUEST, "pullguard: the AdmissionReview has no request\n").into_response();
         }
     };
-    let timeout = query
-        .get("timeout")
-        .and_then(|t| parse_go_duration(t))
-        .unwrap_or(state.settings.default_timeout);
+    let timeout = query.get("timeout").and_then(|t| parse_go_duration(t)).unwrap_or(state.settings.default_timeout);
     let deadline = started + timeout.saturating_sub(state.settings.deadline_margin);
     let response = review_request(&state, &request, deadline).await;
     let elapsed = started.elapsed();
@@ -167,15 +154,8 @@ pub async fn review_request<R: Registry>(
 ) -> Reviewed {
     let skip = |why: &str| {
         let mut response = AdmissionResponse::from(request);
-        response
-            .audit_annotations
-            .insert("skipped".into(), why.into());
-        Reviewed {
-            response,
-            verdict: "skip",
-            reasons: String::new(),
-            results: vec![],
-        }
+        response.audit_annotations.insert("skipped".into(), why.into());
+        Reviewed { response, verdict: "skip", reasons: String::new(), results: vec![] }
     };
     if !matches!(request.operation, Operation::Create | Operation::Update) {
         return skip("operation");
@@ -190,11 +170,7 @@ pub async fn review_request<R: Registry>(
         Some("enforce") => Mode::Enforce,
         _ => state.settings.mode,
     };
-    let Some(object) = request
-        .object
-        .as_ref()
-        .and_then(|o| serde_json::to_value(o).ok())
-    else {
+    let Some(object) = request.object.as_ref().and_then(|o| serde_json::to_value(o).ok()) else {
         return skip("no object");
     };
     if !state.settings.check_controlled_pods && is_controlled_pod(&object) {
@@ -211,9 +187,7 @@ pub async fn review_request<R: Registry>(
     };
     let selected: Option<HashSet<String>> = match (&request.operation, &request.old_object) {
         (Operation::Update, Some(old)) => {
-            let old = serde_json::to_value(old)
-                .ok()
-                .and_then(|o| Workload::from_object(&o, &namespace).ok().flatten());
+            let old = serde_json::to_value(old).ok().and_then(|o| Workload::from_object(&o, &namespace).ok().flatten());
             old.map(|old| changed_containers(&workload, &old))
         }
         _ => None,
@@ -225,13 +199,7 @@ pub async fn review_request<R: Registry>(
     let nodes = state.cluster.node_platforms().filter(|p| !p.is_empty());
     let mut results = state
         .engine
-        .check_containers(
-            &workload,
-            state.cluster.as_ref(),
-            nodes.as_deref(),
-            Some(deadline),
-            &select,
-        )
+        .check_containers(&workload, state.cluster.as_ref(), nodes.as_deref(), Some(deadline), &select)
         .await;
     if mode == Mode::Warn {
         for r in &mut results {
@@ -244,39 +212,22 @@ pub async fn review_request<R: Registry>(
         state
             .metrics
             .containers
-            .get_or_create(&ReasonLabels {
-                verdict: r.verdict.to_string(),
-                reason: r.reason.to_string(),
-            })
+            .get_or_create(&ReasonLabels { verdict: r.verdict.to_string(), reason: r.reason.to_string() })
             .inc();
     }
     respond(request, &workload, results)
 }
 
-fn respond(
-    request: &AdmissionRequest<DynamicObject>,
-    w: &Workload,
-    results: Vec<ContainerResult>,
-) -> Reviewed {
+fn respond(request: &AdmissionRequest<DynamicObject>, w: &Workload, results: Vec<ContainerResult>) -> Reviewed {
     let mut response = AdmissionResponse::from(request);
-    let reasons = results
-        .iter()
-        .map(|r| format!("{}={}", r.container, r.reason))
-        .collect::<Vec<_>>()
-        .join(",");
-    let denied: Vec<&ContainerResult> = results
-        .iter()
-        .filter(|r| r.verdict == Verdict::Deny)
-        .collect();
+    let reasons = results.iter().map(|r| format!("{}={}", r.container, r.reason)).collect::<Vec<_>>().join(",");
+    let denied: Vec<&ContainerResult> = results.iter().filter(|r| r.verdict == Verdict::Deny).collect();
     let warnings: Vec<String> = results
         .iter()
         .filter(|r| r.verdict == Verdict::Warn)
         .map(|r| {
             truncate(
-                &format!(
-                    "pullguard: container {} ({}): {}: {}",
-                    r.container, r.image, r.reason, r.message
-                ),
+                &format!("pullguard: container {} ({}): {}: {}", r.container, r.image, r.reason, r.message),
                 MAX_WARNING,
             )
         })
@@ -291,12 +242,7 @@ fn respond(
     if !denied.is_empty() {
         let items: Vec<String> = denied
             .iter()
-            .map(|r| {
-                format!(
-                    "container {:?} ({}): {}: {}",
-                    r.container, r.image, r.reason, r.message
-                )
-            })
+            .map(|r| format!("container {:?} ({}): {}: {}", r.container, r.image, r.reason, r.message))
             .collect();
         let n = items.len();
         let message = format!(
@@ -315,19 +261,10 @@ fn respond(
         response.warnings = Some(warnings);
     }
     if !reasons.is_empty() {
-        response
-            .audit_annotations
-            .insert("reasons".into(), reasons.clone());
+        response.audit_annotations.insert("reasons".into(), reasons.clone());
     }
-    response
-        .audit_annotations
-        .insert("verdict".into(), verdict.into());
-    Reviewed {
-        response,
-        verdict,
-        reasons,
-        results,
-    }
+    response.audit_annotations.insert("verdict".into(), verdict.into());
+    Reviewed { response, verdict, reasons, results }
 }
 
 /// Cuts at a character boundary, marking the cut.
@@ -344,56 +281,34 @@ fn truncate(s: &str, max: usize) -> String {
 
 fn is_controlled_pod(obj: &Value) -> bool {
     obj.get("kind").and_then(Value::as_str) == Some("Pod")
-        && obj
-            .pointer("/metadata/ownerReferences")
-            .and_then(Value::as_array)
-            .is_some_and(|refs| {
-                refs.iter().any(|r| {
-                    r.get("controller").and_then(Value::as_bool) == Some(true)
-                        && matches!(
-                            r.get("kind").and_then(Value::as_str),
-                            Some("ReplicaSet" | "Job" | "StatefulSet" | "DaemonSet")
-                        )
-                })
+        && obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|refs| {
+            refs.iter().any(|r| {
+                r.get("controller").and_then(Value::as_bool) == Some(true)
+                    && matches!(
+                        r.get("kind").and_then(Value::as_str),
+                        Some("ReplicaSet" | "Job" | "StatefulSet" | "DaemonSet")
+                    )
             })
+        })
 }
 
 /// Containers whose image or pull policy changed, or every container when the pull secrets or the
 /// ServiceAccount changed. Unrelated edits select nothing.
 pub fn changed_containers(new: &Workload, old: &Workload) -> HashSet<String> {
-    let secrets = |w: &Workload| {
-        w.spec
-            .image_pull_secrets
-            .iter()
-            .map(|s| s.name.clone())
-            .collect::<BTreeSet<_>>()
-    };
-    let all =
-        secrets(new) != secrets(old) || new.spec.service_account() != old.spec.service_account();
-    let old_by_name: HashMap<
-        (String, crate::workload::ContainerType),
-        (Option<String>, Option<String>),
-    > = old
+    let secrets = |w: &Workload| w.spec.image_pull_secrets.iter().map(|s| s.name.clone()).collect::<BTreeSet<_>>();
+    let all = secrets(new) != secrets(old) || new.spec.service_account() != old.spec.service_account();
+    let old_by_name: HashMap<(String, crate::workload::ContainerType), (Option<String>, Option<String>)> = old
         .containers()
         .into_iter()
         .map(|c| {
-            (
-                (c.container.name.clone(), c.kind),
-                (
-                    c.container.image.clone(),
-                    c.container.image_pull_policy.clone(),
-                ),
-            )
+            ((c.container.name.clone(), c.kind), (c.container.image.clone(), c.container.image_pull_policy.clone()))
         })
         .collect();
     new.containers()
         .into_iter()
         .filter(|c| {
             all || old_by_name.get(&(c.container.name.clone(), c.kind))
-                != Some(&(
-                    c.container.image.clone(),
-                    c.container.image_pull_policy.clone(),
-                ))
+                != Some(&(c.container.image.clone(), c.container.image_pull_policy.clone()))
         })
         .map(|c| c.container.name.clone())
         .collect()
@@ -410,9 +325,7 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
         let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let (num, tail) = rest.split_at(num_end);
         let value: f64 = num.parse().ok()?;
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
+        let unit_end = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
         let (unit, next) = tail.split_at(unit_end);
         let secs = match unit {
             "h" => value * 3600.0,
@@ -436,13 +349,7 @@ mod tests {
 
     #[test]
     fn go_durations() {
-        for (s, ms) in [
-            ("10s", 10_000),
-            ("30s", 30_000),
-            ("1m0s", 60_000),
-            ("500ms", 500),
-            ("1.5s", 1500),
-        ] {
+        for (s, ms) in [("10s", 10_000), ("30s", 30_000), ("1m0s", 60_000), ("500ms", 500), ("1.5s", 1500)] {
             assert_eq!(parse_go_duration(s), Some(Duration::from_millis(ms)), "{s}");
         }
         for bad in ["", "10", "x", "10q"] {
@@ -459,10 +366,7 @@ mod tests {
     }
 
     fn deployment(images: &[(&str, &str)], secrets: &[&str], replicas: u32) -> Workload {
-        let containers: Vec<Value> = images
-            .iter()
-            .map(|(n, i)| json!({"name": n, "image": i}))
-            .collect();
+        let containers: Vec<Value> = images.iter().map(|(n, i)| json!({"name": n, "image": i})).collect();
         let secrets: Vec<Value> = secrets.iter().map(|s| json!({"name": s})).collect();
         let obj = json!({"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": replicas,
             "template": {"spec": {"containers": containers, "imagePullSecrets": secrets}}}});
@@ -474,32 +378,19 @@ mod tests {
         let old = deployment(&[("a", "nginx:1"), ("b", "redis:7")], &["s"], 1);
         let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
         assert!(
-            changed_containers(
-                &deployment(&[("a", "nginx:1"), ("b", "redis:7")], &["s"], 5),
-                &old
-            )
-            .is_empty(),
+            changed_containers(&deployment(&[("a", "nginx:1"), ("b", "redis:7")], &["s"], 5), &old).is_empty(),
             "replicas only"
         );
         assert_eq!(
-            changed_containers(
-                &deployment(&[("a", "nginx:2"), ("b", "redis:7")], &["s"], 1),
-                &old
-            ),
+            changed_containers(&deployment(&[("a", "nginx:2"), ("b", "redis:7")], &["s"], 1), &old),
             set(&["a"])
         );
         assert_eq!(
-            changed_containers(
-                &deployment(&[("a", "nginx:1"), ("b", "redis:7")], &["t"], 1),
-                &old
-            ),
+            changed_containers(&deployment(&[("a", "nginx:1"), ("b", "redis:7")], &["t"], 1), &old),
             set(&["a", "b"])
         );
         assert_eq!(
-            changed_containers(
-                &deployment(&[("a", "nginx:1"), ("b", "redis:7"), ("c", "x")], &["s"], 1),
-                &old
-            ),
+            changed_containers(&deployment(&[("a", "nginx:1"), ("b", "redis:7"), ("c", "x")], &["s"], 1), &old),
             set(&["c"])
         );
     }
@@ -507,13 +398,9 @@ mod tests {
     #[test]
     fn controlled_pods() {
         let pod = |owner: Value| json!({"kind": "Pod", "metadata": {"ownerReferences": [owner]}});
-        assert!(is_controlled_pod(&pod(
-            json!({"kind": "ReplicaSet", "controller": true})
-        )));
+        assert!(is_controlled_pod(&pod(json!({"kind": "ReplicaSet", "controller": true}))));
         assert!(!is_controlled_pod(&pod(json!({"kind": "ReplicaSet"}))));
-        assert!(!is_controlled_pod(&pod(
-            json!({"kind": "Node", "controller": true})
-        )));
+        assert!(!is_controlled_pod(&pod(json!({"kind": "Node", "controller": true}))));
         assert!(!is_controlled_pod(&json!({"kind": "Pod", "metadata": {}})));
     }
 }

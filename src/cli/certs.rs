@@ -5,10 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use base64::Engine as _;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 
 #[derive(Debug, clap::Args)]
 pub struct CertsArgs {
@@ -30,22 +27,13 @@ pub struct CertsArgs {
 }
 
 pub fn run(args: CertsArgs) -> anyhow::Result<u8> {
-    let CertsArgs {
-        service,
-        namespace,
-        out,
-        days,
-        extra_names,
-    } = args;
+    let CertsArgs { service, namespace, out, days, extra_names } = args;
     let now = time_now();
     let until = now + std::time::Duration::from_secs(u64::from(days) * 86_400);
 
     let ca_key = KeyPair::generate().context("generating the CA key")?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name.push(
-        DnType::CommonName,
-        format!("pullguard webhook CA ({namespace})"),
-    );
+    ca.distinguished_name.push(DnType::CommonName, format!("pullguard webhook CA ({namespace})"));
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca.not_before = now.into();
@@ -62,18 +50,12 @@ pub fn run(args: CertsArgs) -> anyhow::Result<u8> {
     names.extend(extra_names);
     let key = KeyPair::generate().context("generating the serving key")?;
     let mut leaf = CertificateParams::new(names.clone())?;
-    leaf.distinguished_name
-        .push(DnType::CommonName, format!("{service}.{namespace}.svc"));
-    leaf.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    leaf.distinguished_name.push(DnType::CommonName, format!("{service}.{namespace}.svc"));
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.not_before = now.into();
     leaf.not_after = until.into();
-    let leaf_cert = leaf
-        .signed_by(&key, &issuer)
-        .context("signing the serving certificate")?;
+    let leaf_cert = leaf.signed_by(&key, &issuer).context("signing the serving certificate")?;
 
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let write = |name: &str, body: &str| {
@@ -85,11 +67,7 @@ pub fn run(args: CertsArgs) -> anyhow::Result<u8> {
     write("tls.key", &key.serialize_pem())?;
     restrict(&out.join("tls.key"))?;
     let bundle = base64::engine::general_purpose::STANDARD.encode(ca_cert.pem());
-    eprintln!(
-        "wrote ca.crt, tls.crt, tls.key to {} for {}",
-        out.display(),
-        names.join(", ")
-    );
+    eprintln!("wrote ca.crt, tls.crt, tls.key to {} for {}", out.display(), names.join(", "));
     println!("{bundle}");
     Ok(0)
 }

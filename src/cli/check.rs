@@ -55,12 +55,9 @@ pub fn build_engine(cfg: &Config, offline: bool) -> anyhow::Result<Engine<Regist
     let registry = if offline {
         None
     } else {
-        let client = RegistryClient::new(
-            &cfg.endpoint_settings(),
-            Guard::new(cfg.blocked_networks.clone()),
-            cfg.lookup_timeout,
-        )
-        .context("building the registry client")?;
+        let client =
+            RegistryClient::new(&cfg.endpoint_settings(), Guard::new(cfg.blocked_networks.clone()), cfg.lookup_timeout)
+                .context("building the registry client")?;
         Some(Arc::new(CachedRegistry::new(Arc::new(client), cfg.cache)))
     };
     let mut node_keyring = Keyring::default();
@@ -68,10 +65,7 @@ pub fn build_engine(cfg: &Config, offline: bool) -> anyhow::Result<Engine<Regist
         node_keyring.add(&Source::Node, nc);
     }
     let settings = EngineSettings {
-        policy: PolicySettings {
-            mode: cfg.mode,
-            fail_closed: cfg.fail_closed,
-        },
+        policy: PolicySettings { mode: cfg.mode, fail_closed: cfg.fail_closed },
         platforms: cfg.platforms.clone(),
         deadline: cfg.lookup_timeout,
     };
@@ -82,11 +76,8 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<u8> {
     let cfg = load_config(&args.engine)?;
     let engine = build_engine(&cfg, args.offline)?;
     let (docs, mut errors) = input::load(&args.paths);
-    let doc_error = |d: &input::Document, message: String| InputError {
-        file: d.file.clone(),
-        document: Some(d.index),
-        message,
-    };
+    let doc_error =
+        |d: &input::Document, message: String| InputError { file: d.file.clone(), document: Some(d.index), message };
 
     // Secrets and ServiceAccounts in the input are this run's cluster.
     let mut snapshot = Snapshot::default();
@@ -118,9 +109,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<u8> {
     let report = Report::new(workloads.len(), results, errors);
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut out = std::io::stdout().lock();
-    let written = out
-        .write_all(report.render(args.output, color).as_bytes())
-        .and_then(|()| out.flush());
+    let written = out.write_all(report.render(args.output, color).as_bytes()).and_then(|()| out.flush());
     match written {
         // A closed pipe (`| head`) is the reader's choice, not an error.
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),

@@ -42,9 +42,7 @@ pub struct EngineArgs {
 
 /// Runs the command, returning the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Check(args) => runtime.block_on(check::run(args)),
         Command::Serve(args) => runtime.block_on(serve::run(*args)),
@@ -58,18 +56,12 @@ impl Cli {
     pub fn init_logging(&self) {
         use tracing_subscriber::prelude::*;
         let serve = matches!(self.command, Command::Serve(_));
-        let default = if serve {
-            tracing::Level::INFO
-        } else {
-            tracing::Level::WARN
-        };
+        let default = if serve { tracing::Level::INFO } else { tracing::Level::WARN };
         let filter = std::env::var("PULLGUARD_LOG")
             .ok()
             .and_then(|s| s.parse::<tracing_subscriber::filter::Targets>().ok())
             .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(default));
-        let fmt = tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(false);
+        let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false);
         let registry = tracing_subscriber::registry().with(filter);
         let _ = if serve {
             registry.with(fmt.json().flatten_event(true)).try_init()

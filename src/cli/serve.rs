@@ -27,18 +27,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PULLGUARD_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
     /// Serving certificate (PEM); reloaded when it changes.
-    #[arg(
-        long,
-        env = "PULLGUARD_TLS_CERT",
-        default_value = "/etc/pullguard/tls/tls.crt"
-    )]
+    #[arg(long, env = "PULLGUARD_TLS_CERT", default_value = "/etc/pullguard/tls/tls.crt")]
     pub tls_cert: PathBuf,
     /// Serving key (PEM); reloaded when it changes.
-    #[arg(
-        long,
-        env = "PULLGUARD_TLS_KEY",
-        default_value = "/etc/pullguard/tls/tls.key"
-    )]
+    #[arg(long, env = "PULLGUARD_TLS_KEY", default_value = "/etc/pullguard/tls/tls.key")]
     pub tls_key: PathBuf,
     /// kubeconfig to use instead of the in-cluster configuration.
     #[arg(long)]
@@ -61,6 +53,9 @@ pub struct ServeArgs {
     /// On SIGTERM, wait at most this long for in-flight reviews.
     #[arg(long, default_value = "20s")]
     pub drain_timeout: DurationStr,
+    /// After SIGTERM, keep serving this long (reporting not ready) before closing the listener.
+    #[arg(long, default_value = "5s")]
+    pub shutdown_delay: DurationStr,
     /// Reviews handled at once; more wait.
     #[arg(long, default_value_t = 512)]
     pub max_concurrency: usize,
@@ -80,12 +75,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await?
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
         }
-        None => kube::Config::infer()
-            .await
-            .context("finding the cluster (in-cluster config or KUBECONFIG)")?,
+        None => kube::Config::infer().await.context("finding the cluster (in-cluster config or KUBECONFIG)")?,
     };
     let client = kube::Client::try_from(kube_config).context("building the Kubernetes client")?;
     let cluster = LiveCluster::start(client, !args.no_secrets);
@@ -105,12 +97,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     };
     let (cache_stats, registry_stats) = engine.stats();
     let metrics = Arc::new(Metrics::new(cache_stats, registry_stats));
-    let state = Arc::new(AppState {
-        engine,
-        cluster,
-        settings,
-        metrics,
-    });
+    let state = Arc::new(AppState { engine, cluster, settings, metrics });
     let opts = ServerOptions {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
@@ -118,6 +105,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         tls_key: args.tls_key,
         cert_reload_interval: args.cert_reload_interval.0,
         drain_timeout: args.drain_timeout.0,
+        shutdown_delay: args.shutdown_delay.0,
         max_concurrency: args.max_concurrency,
     };
     server::run(state, opts).await?;

@@ -70,26 +70,14 @@ impl LiveCluster {
         };
         // `Api<PartialObjectMeta<_>>` makes metadata-only requests: no Secret payload is ever transferred.
         let secret_names = read_secrets.then(|| {
-            watch(
-                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-                watcher::Config::default(),
-                "secret names",
-            )
+            watch(Api::<PartialObjectMeta<Secret>>::all(client.clone()), watcher::Config::default(), "secret names")
         });
         let this = Arc::new(Self {
             secrets,
             secret_names,
             read_secrets,
-            service_accounts: watch(
-                Api::all(client.clone()),
-                watcher::Config::default(),
-                "serviceaccounts",
-            ),
-            nodes: watch(
-                Api::all(client.clone()),
-                watcher::Config::default(),
-                "nodes",
-            ),
+            service_accounts: watch(Api::all(client.clone()), watcher::Config::default(), "serviceaccounts"),
+            nodes: watch(Api::all(client.clone()), watcher::Config::default(), "nodes"),
             namespaces: watch(Api::all(client), watcher::Config::default(), "namespaces"),
             ready: Arc::new(AtomicBool::new(false)),
         });
@@ -117,22 +105,15 @@ impl ClusterView for LiveCluster {
         if let Some(s) = self.secrets.iter().find_map(|s| s.get(&key)) {
             return Some(SecretData {
                 type_: s.type_.clone().unwrap_or_default(),
-                data: s
-                    .data
-                    .iter()
-                    .flatten()
-                    .map(|(k, v)| (k.clone(), v.0.clone()))
-                    .collect(),
+                data: s.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
             });
         }
         // It exists but is not a pull secret: its type is all we may say, and we did not read it.
         let names = self.secret_names.as_ref()?;
-        names
-            .get(&ObjectRef::new(name).within(namespace))
-            .map(|_| SecretData {
-                type_: "neither kubernetes.io/dockerconfigjson nor kubernetes.io/dockercfg".into(),
-                data: Default::default(),
-            })
+        names.get(&ObjectRef::new(name).within(namespace)).map(|_| SecretData {
+            type_: "neither kubernetes.io/dockerconfigjson nor kubernetes.io/dockercfg".into(),
+            data: Default::default(),
+        })
     }
 
     fn secret_elsewhere(&self, namespace: &str, name: &str) -> Vec<String> {
@@ -147,16 +128,8 @@ impl ClusterView for LiveCluster {
     }
 
     fn service_account_pull_secrets(&self, namespace: &str, name: &str) -> Option<Vec<String>> {
-        let sa = self
-            .service_accounts
-            .get(&ObjectRef::new(name).within(namespace))?;
-        Some(
-            sa.image_pull_secrets
-                .iter()
-                .flatten()
-                .map(|r| r.name.clone())
-                .collect(),
-        )
+        let sa = self.service_accounts.get(&ObjectRef::new(name).within(namespace))?;
+        Some(sa.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect())
     }
 
     fn secrets_visible(&self) -> bool {

@@ -34,26 +34,15 @@ pub struct ObjectError {
 
 impl Snapshot {
     /// Takes in a Secret or ServiceAccount object; other kinds are ignored. Returns `Ok(true)` when taken.
-    pub fn add_object(
-        &mut self,
-        obj: &Value,
-        default_namespace: &str,
-    ) -> Result<bool, ObjectError> {
+    pub fn add_object(&mut self, obj: &Value, default_namespace: &str) -> Result<bool, ObjectError> {
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
         if kind != "Secret" && kind != "ServiceAccount" {
             return Ok(false);
         }
         let meta = obj.get("metadata");
-        let field = |k: &str| {
-            meta.and_then(|m| m.get(k))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
+        let field = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str).unwrap_or_default().to_string();
         let name = field("name");
-        let namespace = Some(field("namespace"))
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| default_namespace.into());
+        let namespace = Some(field("namespace")).filter(|n| !n.is_empty()).unwrap_or_else(|| default_namespace.into());
         let err = |message: String| ObjectError {
             kind: kind.into(),
             namespace: namespace.clone(),
@@ -67,43 +56,27 @@ impl Snapshot {
             let names = obj
                 .get("imagePullSecrets")
                 .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.get("name").and_then(Value::as_str))
-                        .map(str::to_string)
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(|s| s.get("name").and_then(Value::as_str)).map(str::to_string).collect())
                 .unwrap_or_default();
             self.service_accounts.insert((namespace, name), names);
             return Ok(true);
         }
-        let type_ = obj
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("Opaque")
-            .to_string();
+        let type_ = obj.get("type").and_then(Value::as_str).unwrap_or("Opaque").to_string();
         let mut data = BTreeMap::new();
         if let Some(map) = obj.get("data").and_then(Value::as_object) {
             for (k, v) in map {
-                let s = v
-                    .as_str()
-                    .ok_or_else(|| err(format!("data.{k} is not a string")))?;
-                let bytes = B64
-                    .decode(s.trim())
-                    .map_err(|_| err(format!("data.{k} is not valid base64")))?;
+                let s = v.as_str().ok_or_else(|| err(format!("data.{k} is not a string")))?;
+                let bytes = B64.decode(s.trim()).map_err(|_| err(format!("data.{k} is not valid base64")))?;
                 data.insert(k.clone(), bytes);
             }
         }
         if let Some(map) = obj.get("stringData").and_then(Value::as_object) {
             for (k, v) in map {
-                let s = v
-                    .as_str()
-                    .ok_or_else(|| err(format!("stringData.{k} is not a string")))?;
+                let s = v.as_str().ok_or_else(|| err(format!("stringData.{k} is not a string")))?;
                 data.insert(k.clone(), s.as_bytes().to_vec());
             }
         }
-        self.secrets
-            .insert((namespace, name), SecretData { type_, data });
+        self.secrets.insert((namespace, name), SecretData { type_, data });
         Ok(true)
     }
 
@@ -112,8 +85,7 @@ impl Snapshot {
     }
 
     pub fn remove_secret(&mut self, namespace: &str, name: &str) {
-        self.secrets
-            .remove(&(namespace.to_string(), name.to_string()));
+        self.secrets.remove(&(namespace.to_string(), name.to_string()));
     }
 
     pub fn set_namespace_mode(&mut self, namespace: &str, mode: &str) {
@@ -124,36 +96,22 @@ impl Snapshot {
         self.node_platforms = Some(platforms);
     }
 
-    pub fn insert_service_account(
-        &mut self,
-        namespace: &str,
-        name: &str,
-        pull_secrets: Vec<String>,
-    ) {
-        self.service_accounts
-            .insert((namespace.into(), name.into()), pull_secrets);
+    pub fn insert_service_account(&mut self, namespace: &str, name: &str, pull_secrets: Vec<String>) {
+        self.service_accounts.insert((namespace.into(), name.into()), pull_secrets);
     }
 }
 
 impl ClusterView for Snapshot {
     fn secret(&self, namespace: &str, name: &str) -> Option<SecretData> {
-        self.secrets
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+        self.secrets.get(&(namespace.to_string(), name.to_string())).cloned()
     }
 
     fn secret_elsewhere(&self, namespace: &str, name: &str) -> Vec<String> {
-        self.secrets
-            .keys()
-            .filter(|(ns, n)| n == name && ns != namespace)
-            .map(|(ns, _)| ns.clone())
-            .collect()
+        self.secrets.keys().filter(|(ns, n)| n == name && ns != namespace).map(|(ns, _)| ns.clone()).collect()
     }
 
     fn service_account_pull_secrets(&self, namespace: &str, name: &str) -> Option<Vec<String>> {
-        self.service_accounts
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+        self.service_accounts.get(&(namespace.to_string(), name.to_string())).cloned()
     }
 }
 

@@ -89,25 +89,15 @@ impl Reason {
             Reason::RepositoryNotFound => "The repository does not exist on the registry.",
             Reason::TagNotFound => "The tag does not exist in the repository.",
             Reason::DigestNotFound => "The digest does not exist in the repository.",
-            Reason::CredentialsMissing => {
-                "The registry requires credentials and the pod has none for it."
-            }
+            Reason::CredentialsMissing => "The registry requires credentials and the pod has none for it.",
             Reason::CredentialsRejected => "The registry refused the pod's credentials.",
-            Reason::PlatformMismatch => {
-                "The image does not serve the platforms the pod may run on."
-            }
-            Reason::RegistryBlocked => {
-                "The registry host is in a blocked network and was not contacted."
-            }
+            Reason::PlatformMismatch => "The image does not serve the platforms the pod may run on.",
+            Reason::RegistryBlocked => "The registry host is in a blocked network and was not contacted.",
             Reason::RateLimited => "The registry is rate-limiting pulls.",
-            Reason::RegistryUnreachable => {
-                "The registry could not be reached (DNS, connect, TLS, timeout)."
-            }
+            Reason::RegistryUnreachable => "The registry could not be reached (DNS, connect, TLS, timeout).",
             Reason::RegistryError => "The registry answered with an error.",
             Reason::SecretNotFound => "A pull secret the pod names does not exist.",
-            Reason::SecretInOtherNamespace => {
-                "A pull secret the pod names exists only in another namespace."
-            }
+            Reason::SecretInOtherNamespace => "A pull secret the pod names exists only in another namespace.",
             Reason::SecretInvalid => "A pull secret the pod names cannot be used.",
             Reason::PullPolicyNever => "imagePullPolicy: Never; the image is never pulled.",
             Reason::NotChecked => "Offline: the image was not looked up.",
@@ -180,12 +170,7 @@ pub struct Decision {
 }
 
 fn decision(verdict: Verdict, reason: Reason, message: String) -> Decision {
-    Decision {
-        verdict,
-        reason,
-        message,
-        suggestions: vec![],
-    }
+    Decision { verdict, reason, message, suggestions: vec![] }
 }
 
 /// Judges one container.
@@ -203,10 +188,7 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
             return decision(
                 Verdict::Deny,
                 Reason::InvalidReference,
-                format!(
-                    "image {:?} is not a valid image reference: {err}. Fix: correct the image field.",
-                    e.image
-                ),
+                format!("image {:?} is not a valid image reference: {err}. Fix: correct the image field.", e.image),
             );
         }
         Ok(r) => r,
@@ -215,29 +197,19 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
         return decision(
             Verdict::Skip,
             Reason::PullPolicyNever,
-            format!(
-                "imagePullPolicy is Never: {r} must already be on the node; it is not checked."
-            ),
+            format!("imagePullPolicy is Never: {r} must already be on the node; it is not checked."),
         );
     }
     let secret_note = secret_problems_text(e);
     match &e.lookup {
         LookupOutcome::NotDone => match secret_decision(e, Verdict::Warn, "") {
             Some(d) => d,
-            None => decision(
-                Verdict::Skip,
-                Reason::NotChecked,
-                format!("{r} was not looked up (offline)."),
-            ),
+            None => decision(Verdict::Skip, Reason::NotChecked, format!("{r} was not looked up (offline).")),
         },
         LookupOutcome::Failed { failure, rejected } => {
             let registry = &r.domain;
             let repo = r.repository();
-            let fail_open = if settings.fail_closed {
-                Verdict::Deny
-            } else {
-                Verdict::Warn
-            };
+            let fail_open = if settings.fail_closed { Verdict::Deny } else { Verdict::Warn };
             let open_note = if settings.fail_closed {
                 "failClosed is set, so this is denied"
             } else {
@@ -278,15 +250,8 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
                          digest that exists, e.g. re-resolve the tag you meant."
                     ),
                 ),
-                Failure::Unauthorized {
-                    credential_sent: false,
-                    ..
-                } if rejected.is_empty() => {
-                    match secret_decision(
-                        e,
-                        Verdict::Deny,
-                        " and the image cannot be pulled without it",
-                    ) {
+                Failure::Unauthorized { credential_sent: false, .. } if rejected.is_empty() => {
+                    match secret_decision(e, Verdict::Deny, " and the image cannot be pulled without it") {
                         Some(d) => d,
                         None => credentials_missing(e, r),
                     }
@@ -310,15 +275,11 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
                         "{registry} is rate-limiting pulls{}; nodes pulling {r} now may hit the same limit \
                          ({open_note}). Fix: authenticate pulls with an imagePullSecret, or mirror the image to \
                          a registry you control.",
-                        retry_after
-                            .map(|d| format!(" (retry after {}s)", d.as_secs()))
-                            .unwrap_or_default()
+                        retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default()
                     ),
                 ),
                 Failure::Unreachable { detail } => {
-                    let tls_hint = if detail.contains("certificate")
-                        || detail.contains("Certificate")
-                    {
+                    let tls_hint = if detail.contains("certificate") || detail.contains("Certificate") {
                         " If the registry uses a private CA, configure its ca: file (nodes need to trust it too)."
                     } else {
                         ""
@@ -332,32 +293,23 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
                         ),
                     )
                 }
-                Failure::ServerError { detail, .. } | Failure::InvalidManifest { detail } => {
-                    decision(
-                        fail_open,
-                        Reason::RegistryError,
-                        format!(
-                            "registry {registry} failed for {r}: {detail} ({open_note}). Fix: retry later, or check \
+                Failure::ServerError { detail, .. } | Failure::InvalidManifest { detail } => decision(
+                    fail_open,
+                    Reason::RegistryError,
+                    format!(
+                        "registry {registry} failed for {r}: {detail} ({open_note}). Fix: retry later, or check \
                          the registry's health."
-                        ),
-                    )
-                }
+                    ),
+                ),
             };
             if !secret_note.is_empty()
-                && !matches!(
-                    d.reason,
-                    Reason::SecretNotFound | Reason::SecretInOtherNamespace | Reason::SecretInvalid
-                )
+                && !matches!(d.reason, Reason::SecretNotFound | Reason::SecretInOtherNamespace | Reason::SecretInvalid)
             {
                 d.message.push_str(&format!(" Also: {secret_note}"));
             }
             d
         }
-        LookupOutcome::Found {
-            facts,
-            used,
-            rejected,
-        } => {
+        LookupOutcome::Found { facts, used, rejected } => {
             if let Some(d) = platform_decision(e, r, facts) {
                 return d;
             }
@@ -370,8 +322,7 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
                 );
                 return d;
             }
-            if let Some(d) = secret_decision(e, Verdict::Warn, "; the image is pullable without it")
-            {
+            if let Some(d) = secret_decision(e, Verdict::Warn, "; the image is pullable without it") {
                 return d;
             }
             let how = match used {
@@ -400,12 +351,7 @@ fn platform_decision(e: &Evaluation, r: &Reference, facts: &Facts) -> Option<Dec
         return None;
     }
     let offers = join(&facts.platforms);
-    let mut wanted: Vec<Platform> = facts
-        .platforms
-        .iter()
-        .chain(&e.allowed_platforms)
-        .cloned()
-        .collect();
+    let mut wanted: Vec<Platform> = facts.platforms.iter().chain(&e.allowed_platforms).cloned().collect();
     wanted.sort();
     wanted.dedup();
     let fix = format!(
@@ -418,10 +364,7 @@ fn platform_decision(e: &Evaluation, r: &Reference, facts: &Facts) -> Option<Dec
         PlatformFit::None => Some(decision(
             Verdict::Deny,
             Reason::PlatformMismatch,
-            format!(
-                "{r} offers only {offers}, but the pod can run only on {}. {fix}",
-                join(&e.allowed_platforms)
-            ),
+            format!("{r} offers only {offers}, but the pod can run only on {}. {fix}", join(&e.allowed_platforms)),
         )),
         PlatformFit::Some { unsupported, .. } => Some(decision(
             Verdict::Warn,
@@ -458,16 +401,8 @@ fn credentials_missing(e: &Evaluation, r: &Reference) -> Decision {
     )
 }
 
-fn credentials_rejected(
-    e: &Evaluation,
-    r: &Reference,
-    failure: &Failure,
-    rejected: &[(usize, Failure)],
-) -> Decision {
-    let who: Vec<String> = rejected
-        .iter()
-        .map(|(i, _)| describe_candidate(&e.candidates[*i]))
-        .collect();
+fn credentials_rejected(e: &Evaluation, r: &Reference, failure: &Failure, rejected: &[(usize, Failure)]) -> Decision {
+    let who: Vec<String> = rejected.iter().map(|(i, _)| describe_candidate(&e.candidates[*i])).collect();
     let who = if who.is_empty() {
         "the pod's credentials".to_string()
     } else {
@@ -475,26 +410,18 @@ fn credentials_rejected(
     };
     let first = rejected.first().map_or(failure, |(_, f)| f);
     let (what, fix) = match first {
-        Failure::Unauthorized {
-            credential_sent: true,
-            ..
-        } => (
+        Failure::Unauthorized { credential_sent: true, .. } => (
             "were accepted but do not grant pull access to this repository",
             "grant that account pull access to the repository, or use credentials that have it",
         ),
-        _ => (
-            "were refused (wrong or expired username, password or token)",
-            "",
-        ),
+        _ => ("were refused (wrong or expired username, password or token)", ""),
     };
     let refresh;
     let fix = if fix.is_empty() {
-        let secret = rejected
-            .iter()
-            .find_map(|(i, _)| match &e.candidates[*i].source {
-                crate::credentials::Source::Secret { name, .. } => Some(name.clone()),
-                crate::credentials::Source::Node => None,
-            });
+        let secret = rejected.iter().find_map(|(i, _)| match &e.candidates[*i].source {
+            crate::credentials::Source::Secret { name, .. } => Some(name.clone()),
+            crate::credentials::Source::Node => None,
+        });
         refresh = match secret {
             Some(name) => format!(
                 "refresh it with current credentials: kubectl create secret docker-registry {name} \
@@ -511,11 +438,7 @@ fn credentials_rejected(
     decision(
         Verdict::Deny,
         Reason::CredentialsRejected,
-        format!(
-            "{} on {}: {who} {what}. Fix: {fix}.",
-            r.repository(),
-            r.domain
-        ),
+        format!("{} on {}: {who} {what}. Fix: {fix}.", r.repository(), r.domain),
     )
 }
 
@@ -526,10 +449,7 @@ fn secret_decision(e: &Evaluation, verdict: Verdict, why: &str) -> Option<Decisi
     let (reason, what, fix) = secret_problem_text(first, ns, e.service_account.as_deref());
     let mut msg = format!("{what}{why}.");
     if e.secret_problems.len() > 1 {
-        let rest: Vec<String> = e.secret_problems[1..]
-            .iter()
-            .map(|p| secret_problem_text(p, ns, None).1)
-            .collect();
+        let rest: Vec<String> = e.secret_problems[1..].iter().map(|p| secret_problem_text(p, ns, None).1).collect();
         msg.push_str(&format!(" Also: {}.", rest.join("; ")));
     }
     msg.push_str(&format!(" Fix: {fix}."));
@@ -546,9 +466,7 @@ fn secret_problems_text(e: &Evaluation) -> String {
 
 /// (reason, what is wrong, the fix) for one pull-secret problem.
 fn secret_problem_text(p: &SecretProblem, ns: &str, sa: Option<&str>) -> (Reason, String, String) {
-    let via = sa
-        .map(|s| format!(" (named by ServiceAccount {s})"))
-        .unwrap_or_default();
+    let via = sa.map(|s| format!(" (named by ServiceAccount {s})")).unwrap_or_default();
     match p {
         SecretProblem::NotFound { name } => (
             Reason::SecretNotFound,
@@ -586,10 +504,7 @@ fn describe_candidate(c: &Candidate) -> String {
 }
 
 fn join(p: &[Platform]) -> String {
-    p.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    p.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 fn or_list(items: &[String]) -> String {
@@ -603,15 +518,8 @@ fn or_list(items: &[String]) -> String {
 fn sample(tags: &[String]) -> String {
     let mut t: Vec<&String> = tags.iter().take(8).collect();
     t.sort();
-    let more = if tags.len() > 8 {
-        format!(" (and {} more)", tags.len() - 8)
-    } else {
-        String::new()
-    };
-    format!(
-        "{}{more}",
-        t.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-    )
+    let more = if tags.len() > 8 { format!(" (and {} more)", tags.len() - 8) } else { String::new() };
+    format!("{}{more}", t.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
 }
 
 #[cfg(test)]

@@ -5,14 +5,8 @@
 pub fn suggest_tags(wanted: &str, tags: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     if let Some(v) = Version::parse(wanted) {
-        let mut same_shape: Vec<(Version, &String)> = tags
-            .iter()
-            .filter_map(|t| {
-                Version::parse(t)
-                    .filter(|x| x.shape() == v.shape())
-                    .map(|x| (x, t))
-            })
-            .collect();
+        let mut same_shape: Vec<(Version, &String)> =
+            tags.iter().filter_map(|t| Version::parse(t).filter(|x| x.shape() == v.shape()).map(|x| (x, t))).collect();
         same_shape.sort_by(|a, b| a.0.numbers.cmp(&b.0.numbers));
         if let Some((_, below)) = same_shape.iter().rev().find(|(x, _)| x.numbers < v.numbers) {
             out.push((*below).clone());
@@ -22,11 +16,8 @@ pub fn suggest_tags(wanted: &str, tags: &[String]) -> Vec<String> {
         }
     }
     let limit = (wanted.chars().count() / 3).clamp(1, 3);
-    let mut near: Vec<(usize, &String)> = tags
-        .iter()
-        .map(|t| (levenshtein(wanted, t), t))
-        .filter(|(d, t)| *d <= limit && *t != wanted)
-        .collect();
+    let mut near: Vec<(usize, &String)> =
+        tags.iter().map(|t| (levenshtein(wanted, t), t)).filter(|(d, t)| *d <= limit && *t != wanted).collect();
     near.sort();
     for (_, t) in near {
         if !out.contains(t) {
@@ -53,17 +44,11 @@ impl Version {
             return None;
         }
         let rest = &s[start..];
-        let end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         let (nums, suffix) = rest.split_at(end);
         let nums = nums.trim_end_matches('.');
         let numbers: Option<Vec<u64>> = nums.split('.').map(|n| n.parse().ok()).collect();
-        Some(Self {
-            prefix: prefix.into(),
-            numbers: numbers?,
-            suffix: suffix.into(),
-        })
+        Some(Self { prefix: prefix.into(), numbers: numbers?, suffix: suffix.into() })
     }
 
     fn shape(&self) -> (&str, usize, &str) {
@@ -98,32 +83,16 @@ mod tests {
     fn suggestion_cases() {
         let cases: &[(&str, &[&str], &[&str])] = &[
             ("lates", &["latest", "1.25", "stable"], &["latest"]),
-            (
-                "v2.3.1",
-                &["v2.3.0", "v2.3.2", "v2.4.0", "latest"],
-                &["v2.3.0", "v2.3.2", "v2.4.0"],
-            ),
+            ("v2.3.1", &["v2.3.0", "v2.3.2", "v2.4.0", "latest"], &["v2.3.0", "v2.3.2", "v2.4.0"]),
             ("v2.3.1", &["v2.3.2"], &["v2.3.2"]),
-            (
-                "1.25.10",
-                &["1.25.9", "1.25.11", "1.26.0", "1.25.9-alpine"],
-                &["1.25.9", "1.25.11", "1.26.0"],
-            ),
-            (
-                "3.19-alpine",
-                &["3.18-alpine", "3.19", "3.20-alpine"],
-                &["3.18-alpine", "3.20-alpine"],
-            ),
+            ("1.25.10", &["1.25.9", "1.25.11", "1.26.0", "1.25.9-alpine"], &["1.25.9", "1.25.11", "1.26.0"]),
+            ("3.19-alpine", &["3.18-alpine", "3.19", "3.20-alpine"], &["3.18-alpine", "3.20-alpine"]),
             ("stabel", &["stable", "latest"], &["stable"]),
             ("prod", &["v1", "v2"], &[]),
             ("x", &[], &[]),
         ];
         for (wanted, have, want) in cases {
-            assert_eq!(
-                suggest_tags(wanted, &tags(have)),
-                tags(want),
-                "wanted {wanted}"
-            );
+            assert_eq!(suggest_tags(wanted, &tags(have)), tags(want), "wanted {wanted}");
         }
     }
 

@@ -33,57 +33,26 @@ fn found(platforms: &[&str]) -> LookupOutcome {
 }
 
 fn failed(failure: Failure) -> LookupOutcome {
-    LookupOutcome::Failed {
-        failure,
-        rejected: vec![],
-    }
+    LookupOutcome::Failed { failure, rejected: vec![] }
 }
 
 fn candidate() -> Candidate {
     Candidate {
-        source: Source::Secret {
-            namespace: "production".into(),
-            name: "regcred".into(),
-        },
+        source: Source::Secret { namespace: "production".into(), name: "regcred".into() },
         key: "registry.example.com".into(),
-        credential: Credential {
-            username: "u".into(),
-            password: "p".into(),
-        },
+        credential: Credential { username: "u".into(), password: "p".into() },
     }
 }
 
 #[test]
 fn verdict_table() {
     let enforce = PolicySettings::default();
-    let closed = PolicySettings {
-        fail_closed: true,
-        ..PolicySettings::default()
-    };
-    let warn_mode = PolicySettings {
-        mode: Mode::Warn,
-        ..PolicySettings::default()
-    };
-    let unauthorized = |sent| Failure::Unauthorized {
-        credential_sent: sent,
-        status: 401,
-        detail: String::new(),
-    };
+    let closed = PolicySettings { fail_closed: true, ..PolicySettings::default() };
+    let warn_mode = PolicySettings { mode: Mode::Warn, ..PolicySettings::default() };
+    let unauthorized = |sent| Failure::Unauthorized { credential_sent: sent, status: 401, detail: String::new() };
     let cases: Vec<(&str, Evaluation, PolicySettings, Verdict, Reason)> = vec![
-        (
-            "ok",
-            eval("nginx", found(&["linux/amd64"])),
-            enforce,
-            Verdict::Allow,
-            Reason::Ok,
-        ),
-        (
-            "invalid",
-            eval("Nginx", LookupOutcome::NotDone),
-            enforce,
-            Verdict::Deny,
-            Reason::InvalidReference,
-        ),
+        ("ok", eval("nginx", found(&["linux/amd64"])), enforce, Verdict::Allow, Reason::Ok),
+        ("invalid", eval("Nginx", LookupOutcome::NotDone), enforce, Verdict::Deny, Reason::InvalidReference),
         (
             "invalid in warn mode",
             eval("Nginx", LookupOutcome::NotDone),
@@ -100,73 +69,37 @@ fn verdict_table() {
         ),
         (
             "tag",
-            eval(
-                "nginx:lates",
-                failed(Failure::TagNotFound {
-                    tag: "lates".into(),
-                    tags: vec!["latest".into()],
-                }),
-            ),
+            eval("nginx:lates", failed(Failure::TagNotFound { tag: "lates".into(), tags: vec!["latest".into()] })),
             enforce,
             Verdict::Deny,
             Reason::TagNotFound,
         ),
         (
             "digest",
-            eval(
-                "nginx",
-                failed(Failure::DigestNotFound {
-                    digest: "sha256:x".into(),
-                }),
-            ),
+            eval("nginx", failed(Failure::DigestNotFound { digest: "sha256:x".into() })),
             enforce,
             Verdict::Deny,
             Reason::DigestNotFound,
         ),
-        (
-            "missing",
-            eval("r.io/a", failed(unauthorized(false))),
-            enforce,
-            Verdict::Deny,
-            Reason::CredentialsMissing,
-        ),
+        ("missing", eval("r.io/a", failed(unauthorized(false))), enforce, Verdict::Deny, Reason::CredentialsMissing),
         (
             "rejected",
-            eval(
-                "r.io/a",
-                failed(Failure::CredentialsRejected {
-                    detail: String::new(),
-                }),
-            ),
+            eval("r.io/a", failed(Failure::CredentialsRejected { detail: String::new() })),
             enforce,
             Verdict::Deny,
             Reason::CredentialsRejected,
         ),
-        (
-            "no access",
-            eval("r.io/a", failed(unauthorized(true))),
-            enforce,
-            Verdict::Deny,
-            Reason::CredentialsRejected,
-        ),
+        ("no access", eval("r.io/a", failed(unauthorized(true))), enforce, Verdict::Deny, Reason::CredentialsRejected),
         (
             "blocked",
-            eval(
-                "169.254.169.254/a",
-                failed(Failure::Blocked { detail: "x".into() }),
-            ),
+            eval("169.254.169.254/a", failed(Failure::Blocked { detail: "x".into() })),
             enforce,
             Verdict::Deny,
             Reason::RegistryBlocked,
         ),
         (
             "rate",
-            eval(
-                "nginx",
-                failed(Failure::RateLimited {
-                    retry_after: Some(Duration::from_secs(60)),
-                }),
-            ),
+            eval("nginx", failed(Failure::RateLimited { retry_after: Some(Duration::from_secs(60)) })),
             enforce,
             Verdict::Warn,
             Reason::RateLimited,
@@ -180,74 +113,38 @@ fn verdict_table() {
         ),
         (
             "down",
-            eval(
-                "nginx",
-                failed(Failure::Unreachable {
-                    detail: "refused".into(),
-                }),
-            ),
+            eval("nginx", failed(Failure::Unreachable { detail: "refused".into() })),
             enforce,
             Verdict::Warn,
             Reason::RegistryUnreachable,
         ),
         (
             "down closed",
-            eval(
-                "nginx",
-                failed(Failure::Unreachable {
-                    detail: "refused".into(),
-                }),
-            ),
+            eval("nginx", failed(Failure::Unreachable { detail: "refused".into() })),
             closed,
             Verdict::Deny,
             Reason::RegistryUnreachable,
         ),
         (
             "500",
-            eval(
-                "nginx",
-                failed(Failure::ServerError {
-                    status: 500,
-                    detail: "x".into(),
-                }),
-            ),
+            eval("nginx", failed(Failure::ServerError { status: 500, detail: "x".into() })),
             enforce,
             Verdict::Warn,
             Reason::RegistryError,
         ),
         (
             "bad manifest",
-            eval(
-                "nginx",
-                failed(Failure::InvalidManifest { detail: "x".into() }),
-            ),
+            eval("nginx", failed(Failure::InvalidManifest { detail: "x".into() })),
             enforce,
             Verdict::Warn,
             Reason::RegistryError,
         ),
-        (
-            "arch none",
-            eval("nginx", found(&["linux/arm64"])),
-            enforce,
-            Verdict::Deny,
-            Reason::PlatformMismatch,
-        ),
-        (
-            "offline",
-            eval("nginx", LookupOutcome::NotDone),
-            enforce,
-            Verdict::Skip,
-            Reason::NotChecked,
-        ),
+        ("arch none", eval("nginx", found(&["linux/arm64"])), enforce, Verdict::Deny, Reason::PlatformMismatch),
+        ("offline", eval("nginx", LookupOutcome::NotDone), enforce, Verdict::Skip, Reason::NotChecked),
     ];
     for (name, e, settings, verdict, reason) in cases {
         let d = decide(&e, &settings);
-        assert_eq!(
-            (d.verdict, d.reason),
-            (verdict, reason),
-            "case {name}: {}",
-            d.message
-        );
+        assert_eq!((d.verdict, d.reason), (verdict, reason), "case {name}: {}", d.message);
         assert!(
             d.message.contains("Fix:") || verdict == Verdict::Allow || verdict == Verdict::Skip,
             "case {name} has no fix: {}",
@@ -260,32 +157,19 @@ fn verdict_table() {
 fn tag_not_found_suggests() {
     let e = eval(
         "myapp:v2.3.1",
-        failed(Failure::TagNotFound {
-            tag: "v2.3.1".into(),
-            tags: vec!["v2.3.0".into(), "v2.3.2".into()],
-        }),
+        failed(Failure::TagNotFound { tag: "v2.3.1".into(), tags: vec!["v2.3.0".into(), "v2.3.2".into()] }),
     );
     let d = decide(&e, &PolicySettings::default());
     assert_eq!(d.suggestions, ["v2.3.0", "v2.3.2"]);
-    assert!(
-        d.message.contains("Did you mean v2.3.0 or v2.3.2?"),
-        "{}",
-        d.message
-    );
+    assert!(d.message.contains("Did you mean v2.3.0 or v2.3.2?"), "{}", d.message);
 }
 
 #[test]
 fn partial_platform_support_warns() {
     let mut e = eval("nginx", found(&["linux/amd64"]));
-    e.allowed_platforms = vec![
-        "linux/amd64".parse().unwrap(),
-        "linux/arm64".parse().unwrap(),
-    ];
+    e.allowed_platforms = vec!["linux/amd64".parse().unwrap(), "linux/arm64".parse().unwrap()];
     let d = decide(&e, &PolicySettings::default());
-    assert_eq!(
-        (d.verdict, d.reason),
-        (Verdict::Warn, Reason::PlatformMismatch)
-    );
+    assert_eq!((d.verdict, d.reason), (Verdict::Warn, Reason::PlatformMismatch));
     assert!(d.message.contains("linux/arm64"), "{}", d.message);
 }
 
@@ -293,57 +177,29 @@ fn partial_platform_support_warns() {
 fn pull_policy_never_skips() {
     let mut e = eval("nginx", LookupOutcome::NotDone);
     e.pull_policy_never = true;
-    assert_eq!(
-        decide(&e, &PolicySettings::default()).verdict,
-        Verdict::Skip
-    );
+    assert_eq!(decide(&e, &PolicySettings::default()).verdict, Verdict::Skip);
 }
 
 #[test]
 fn secret_problems_deny_only_when_the_image_needs_them() {
-    let problem = SecretProblem::InOtherNamespace {
-        name: "regcred".into(),
-        namespaces: vec!["default".into()],
-    };
+    let problem = SecretProblem::InOtherNamespace { name: "regcred".into(), namespaces: vec!["default".into()] };
     let mut needs = eval(
         "r.io/private",
-        failed(Failure::Unauthorized {
-            credential_sent: false,
-            status: 401,
-            detail: String::new(),
-        }),
+        failed(Failure::Unauthorized { credential_sent: false, status: 401, detail: String::new() }),
     );
     needs.secret_problems = vec![problem.clone()];
     let d = decide(&needs, &PolicySettings::default());
-    assert_eq!(
-        (d.verdict, d.reason),
-        (Verdict::Deny, Reason::SecretInOtherNamespace)
-    );
-    assert!(
-        d.message.contains("exists in default") && d.message.contains("namespace production"),
-        "{}",
-        d.message
-    );
+    assert_eq!((d.verdict, d.reason), (Verdict::Deny, Reason::SecretInOtherNamespace));
+    assert!(d.message.contains("exists in default") && d.message.contains("namespace production"), "{}", d.message);
 
     let mut public = eval("nginx", found(&["linux/amd64"]));
-    public.secret_problems = vec![SecretProblem::NotFound {
-        name: "regcred".into(),
-    }];
+    public.secret_problems = vec![SecretProblem::NotFound { name: "regcred".into() }];
     let d = decide(&public, &PolicySettings::default());
-    assert_eq!(
-        (d.verdict, d.reason),
-        (Verdict::Warn, Reason::SecretNotFound)
-    );
+    assert_eq!((d.verdict, d.reason), (Verdict::Warn, Reason::SecretNotFound));
 
     let mut offline = eval("nginx", LookupOutcome::NotDone);
-    offline.secret_problems = vec![SecretProblem::Invalid {
-        name: "x".into(),
-        detail: "bad".into(),
-    }];
-    assert_eq!(
-        decide(&offline, &PolicySettings::default()).reason,
-        Reason::SecretInvalid
-    );
+    offline.secret_problems = vec![SecretProblem::Invalid { name: "x".into(), detail: "bad".into() }];
+    assert_eq!(decide(&offline, &PolicySettings::default()).reason, Reason::SecretInvalid);
 }
 
 #[test]
@@ -351,47 +207,24 @@ fn anonymous_success_after_rejected_credentials_warns() {
     let mut e = eval(
         "r.io/public",
         LookupOutcome::Found {
-            facts: Facts {
-                digest: "sha256:a".into(),
-                media_type: String::new(),
-                platforms: vec![],
-            },
+            facts: Facts { digest: "sha256:a".into(), media_type: String::new(), platforms: vec![] },
             used: None,
-            rejected: vec![(
-                0,
-                Failure::CredentialsRejected {
-                    detail: String::new(),
-                },
-            )],
+            rejected: vec![(0, Failure::CredentialsRejected { detail: String::new() })],
         },
     );
     e.candidates = vec![candidate()];
     let d = decide(&e, &PolicySettings::default());
-    assert_eq!(
-        (d.verdict, d.reason),
-        (Verdict::Warn, Reason::CredentialsRejected)
-    );
-    assert!(
-        d.message.contains("secret production/regcred"),
-        "{}",
-        d.message
-    );
+    assert_eq!((d.verdict, d.reason), (Verdict::Warn, Reason::CredentialsRejected));
+    assert!(d.message.contains("secret production/regcred"), "{}", d.message);
 }
 
 #[test]
 fn messages_never_contain_credentials() {
-    let mut e = eval(
-        "r.io/a",
-        failed(Failure::CredentialsRejected { detail: "x".into() }),
-    );
+    let mut e = eval("r.io/a", failed(Failure::CredentialsRejected { detail: "x".into() }));
     e.candidates = vec![candidate()];
     if let LookupOutcome::Failed { rejected, .. } = &mut e.lookup {
         rejected.push((0, Failure::CredentialsRejected { detail: "x".into() }));
     }
     let d = decide(&e, &PolicySettings::default());
-    assert!(
-        !d.message.contains("\"p\"") && d.message.contains("regcred"),
-        "{}",
-        d.message
-    );
+    assert!(!d.message.contains("\"p\"") && d.message.contains("regcred"), "{}", d.message);
 }

@@ -6,19 +6,14 @@ use std::time::Duration;
 /// What a registry asked for in its 401.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Challenge {
-    Bearer {
-        realm: String,
-        service: Option<String>,
-    },
+    Bearer { realm: String, service: Option<String> },
     Basic,
 }
 
 /// Parses the first usable challenge of a `WWW-Authenticate` header.
 pub fn parse_challenge(header: &str) -> Option<Challenge> {
     let header = header.trim();
-    let (scheme, rest) = header
-        .split_once(char::is_whitespace)
-        .unwrap_or((header, ""));
+    let (scheme, rest) = header.split_once(char::is_whitespace).unwrap_or((header, ""));
     if scheme.eq_ignore_ascii_case("basic") {
         return Some(Challenge::Basic);
     }
@@ -26,16 +21,8 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
         return None;
     }
     let params = parse_params(rest);
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(k))
-            .map(|(_, v)| v.clone())
-    };
-    Some(Challenge::Bearer {
-        realm: get("realm")?,
-        service: get("service"),
-    })
+    let get = |k: &str| params.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+    Some(Challenge::Bearer { realm: get("realm")?, service: get("service") })
 }
 
 /// `k=v, k2="quoted, with comma"` → pairs.
@@ -91,9 +78,7 @@ pub struct Token {
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Token")
-            .field("lifetime", &self.lifetime)
-            .finish_non_exhaustive()
+        f.debug_struct("Token").field("lifetime", &self.lifetime).finish_non_exhaustive()
     }
 }
 
@@ -132,43 +117,23 @@ mod tests {
                 service: Some("registry.docker.io".into())
             })
         );
-        assert_eq!(
-            parse_challenge(r#"Basic realm="Registry Realm""#),
-            Some(Challenge::Basic)
-        );
-        assert_eq!(
-            parse_challenge("Bearer service=x"),
-            None,
-            "a bearer challenge without realm is unusable"
-        );
+        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
+        assert_eq!(parse_challenge("Bearer service=x"), None, "a bearer challenge without realm is unusable");
         assert_eq!(parse_challenge("Negotiate abc"), None);
         assert_eq!(
             parse_challenge("bearer realm=http://127.0.0.1:1/t"),
-            Some(Challenge::Bearer {
-                realm: "http://127.0.0.1:1/t".into(),
-                service: None
-            })
+            Some(Challenge::Bearer { realm: "http://127.0.0.1:1/t".into(), service: None })
         );
     }
 
     #[test]
     fn token_lifetime_has_margin_and_never_prints() {
-        let t = TokenResponse {
-            token: None,
-            access_token: Some("secret-tok".into()),
-            expires_in: Some(300),
-        };
+        let t = TokenResponse { token: None, access_token: Some("secret-tok".into()), expires_in: Some(300) };
         let t = t.into_token().unwrap();
         assert_eq!(t.lifetime, Duration::from_secs(269));
         assert!(!format!("{t:?}").contains("secret-tok"));
         assert!(
-            TokenResponse {
-                token: Some(String::new()),
-                access_token: None,
-                expires_in: None
-            }
-            .into_token()
-            .is_none()
+            TokenResponse { token: Some(String::new()), access_token: None, expires_in: None }.into_token().is_none()
         );
     }
 }

@@ -12,17 +12,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use reqwest::header::{
-    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
-};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
 use super::auth::{Challenge, Token, TokenResponse, parse_challenge};
 use super::guard::{Guard, find_blocked};
-use super::manifest::{
-    self, ACCEPT as MANIFEST_ACCEPT, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, Parsed,
-};
+use super::manifest::{self, ACCEPT as MANIFEST_ACCEPT, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, Parsed};
 use super::{Failure, Registry, Resolved};
 use crate::credentials::Credential;
 use crate::platform::Platform;
@@ -99,9 +95,7 @@ impl RegistryStats {
     /// (registry, outcome, count) for every pair seen.
     pub fn outcomes(&self) -> Vec<(String, &'static str, u64)> {
         let m = self.outcomes.lock().expect("stats lock poisoned");
-        m.iter()
-            .map(|((r, o), n)| (r.to_string(), *o, *n))
-            .collect()
+        m.iter().map(|((r, o), n)| (r.to_string(), *o, *n)).collect()
     }
 }
 
@@ -128,12 +122,7 @@ struct TokenKey {
 struct TokenExpiry;
 
 impl moka::Expiry<TokenKey, Arc<Token>> for TokenExpiry {
-    fn expire_after_create(
-        &self,
-        _: &TokenKey,
-        value: &Arc<Token>,
-        _: Instant,
-    ) -> Option<Duration> {
+    fn expire_after_create(&self, _: &TokenKey, value: &Arc<Token>, _: Instant) -> Option<Duration> {
         Some(value.lifetime)
     }
     fn expire_after_update(
@@ -160,9 +149,7 @@ pub struct RegistryClient {
 
 impl std::fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryClient")
-            .field("endpoints", &self.endpoints.keys())
-            .finish_non_exhaustive()
+        f.debug_struct("RegistryClient").field("endpoints", &self.endpoints.keys()).finish_non_exhaustive()
     }
 }
 
@@ -184,25 +171,15 @@ impl RegistryClient {
         guard: Guard,
         request_timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let default_client =
-            builder(&guard, request_timeout)
-                .build()
-                .map_err(|source| ClientError::Build {
-                    registry: "(default)".into(),
-                    source,
-                })?;
+        let default_client = builder(&guard, request_timeout)
+            .build()
+            .map_err(|source| ClientError::Build { registry: "(default)".into(), source })?;
         let mut endpoints = HashMap::new();
         for (registry, s) in settings {
-            let EndpointSettings {
-                endpoint,
-                ca_pem,
-                insecure_skip_verify,
-            } = s;
+            let EndpointSettings { endpoint, ca_pem, insecure_skip_verify } = s;
             let base = match endpoint {
                 Some(u) => with_trailing_slash(u.clone()),
-                None => default_base(registry).ok_or_else(|| ClientError::Name {
-                    registry: registry.clone(),
-                })?,
+                None => default_base(registry).ok_or_else(|| ClientError::Name { registry: registry.clone() })?,
             };
             let client = if ca_pem.is_some() || *insecure_skip_verify {
                 let mut b = builder(&guard, request_timeout);
@@ -210,35 +187,19 @@ impl RegistryClient {
                     let certs = reqwest::Certificate::from_pem_bundle(pem)
                         .ok()
                         .filter(|c| !c.is_empty())
-                        .ok_or_else(|| ClientError::CaParse {
-                            registry: registry.clone(),
-                            path: path.clone(),
-                        })?;
+                        .ok_or_else(|| ClientError::CaParse { registry: registry.clone(), path: path.clone() })?;
                     b = b.tls_certs_merge(certs);
                 }
                 if *insecure_skip_verify {
                     b = b.tls_danger_accept_invalid_certs(true);
                 }
-                b.build().map_err(|source| ClientError::Build {
-                    registry: registry.clone(),
-                    source,
-                })?
+                b.build().map_err(|source| ClientError::Build { registry: registry.clone(), source })?
             } else {
                 default_client.clone()
             };
-            endpoints.insert(
-                registry.clone(),
-                Endpoint {
-                    base,
-                    client,
-                    label: Arc::from(registry.as_str()),
-                },
-            );
+            endpoints.insert(registry.clone(), Endpoint { base, client, label: Arc::from(registry.as_str()) });
         }
-        let tokens = moka::future::Cache::builder()
-            .max_capacity(10_000)
-            .expire_after(TokenExpiry)
-            .build();
+        let tokens = moka::future::Cache::builder().max_capacity(10_000).expire_after(TokenExpiry).build();
         Ok(Self {
             endpoints,
             default_client,
@@ -255,19 +216,10 @@ impl RegistryClient {
         if let Some(ep) = self.endpoints.get(registry) {
             return Ok(ep.clone());
         }
-        let base = default_base(registry).ok_or_else(|| Failure::Unreachable {
-            detail: format!("{registry:?} is not a usable host name"),
-        })?;
-        let label = if WELL_KNOWN.contains(&registry) {
-            registry
-        } else {
-            "other"
-        };
-        Ok(Endpoint {
-            base,
-            client: self.default_client.clone(),
-            label: Arc::from(label),
-        })
+        let base = default_base(registry)
+            .ok_or_else(|| Failure::Unreachable { detail: format!("{registry:?} is not a usable host name") })?;
+        let label = if WELL_KNOWN.contains(&registry) { registry } else { "other" };
+        Ok(Endpoint { base, client: self.default_client.clone(), label: Arc::from(label) })
     }
 
     /// Sends one request, following redirects by hand: `Authorization` goes only to `auth_origin`.
@@ -281,13 +233,8 @@ impl RegistryClient {
         auth_origin: &url::Origin,
     ) -> Result<Response, Failure> {
         for _ in 0..=MAX_REDIRECTS {
-            self.guard.check_url(&url).map_err(|b| Failure::Blocked {
-                detail: b.to_string(),
-            })?;
-            let mut req = ep
-                .client
-                .request(method.clone(), url.clone())
-                .timeout(self.request_timeout);
+            self.guard.check_url(&url).map_err(|b| Failure::Blocked { detail: b.to_string() })?;
+            let mut req = ep.client.request(method.clone(), url.clone()).timeout(self.request_timeout);
             if let Some(a) = accept {
                 req = req.header(ACCEPT, a);
             }
@@ -299,11 +246,7 @@ impl RegistryClient {
                 Ok(r) => r,
                 Err(e) => {
                     let failure = transport(&e, &url);
-                    let outcome = if matches!(failure, Failure::Blocked { .. }) {
-                        "blocked"
-                    } else {
-                        "error"
-                    };
+                    let outcome = if matches!(failure, Failure::Blocked { .. }) { "blocked" } else { "error" };
                     self.stats.record(&ep.label, outcome);
                     return Err(failure);
                 }
@@ -316,19 +259,14 @@ impl RegistryClient {
                         detail: "redirect with an invalid Location".into(),
                     })?;
                     if !matches!(url.scheme(), "http" | "https") {
-                        return Err(Failure::Blocked {
-                            detail: format!("redirect to a {} URL", url.scheme()),
-                        });
+                        return Err(Failure::Blocked { detail: format!("redirect to a {} URL", url.scheme()) });
                     }
                     continue;
                 }
             }
             return Ok(resp);
         }
-        Err(Failure::ServerError {
-            status: 310,
-            detail: format!("more than {MAX_REDIRECTS} redirects"),
-        })
+        Err(Failure::ServerError { status: 310, detail: format!("more than {MAX_REDIRECTS} redirects") })
     }
 
     /// Sends a request to the registry, answering its auth challenge with the credential (if any).
@@ -343,12 +281,7 @@ impl RegistryClient {
     ) -> Result<Response, Failure> {
         let origin = ep.base.origin();
         let origin_key = ep.base.as_str().to_string();
-        let known = self
-            .challenges
-            .lock()
-            .expect("challenge map lock poisoned")
-            .get(&origin_key)
-            .cloned();
+        let known = self.challenges.lock().expect("challenge map lock poisoned").get(&origin_key).cloned();
         let scope = format!("repository:{repository}:pull");
         // With a known challenge, answer it up front and save the unauthenticated round trip.
         let mut sent_token: Option<TokenKey> = None;
@@ -356,61 +289,38 @@ impl RegistryClient {
             Some(Challenge::Basic) => credential.map(basic_header),
             Some(Challenge::Bearer { realm, service }) => {
                 // The registry is known to want a token for this scope: get it (cached, coalesced) first.
-                let token = self
-                    .token(ep, realm, service.as_deref(), &scope, credential)
-                    .await?;
+                let token = self.token(ep, realm, service.as_deref(), &scope, credential).await?;
                 sent_token = Some(token_key(realm, service.as_deref(), &scope, credential));
                 Some(bearer_header(&token.value))
             }
             None => None,
         };
-        let resp = self
-            .send(
-                ep,
-                method.clone(),
-                url.clone(),
-                accept,
-                pre.as_ref(),
-                &origin,
-            )
-            .await?;
+        let resp = self.send(ep, method.clone(), url.clone(), accept, pre.as_ref(), &origin).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
         if let Some(key) = sent_token {
             self.tokens.invalidate(&key).await;
         }
-        let Some(challenge) = resp
-            .headers()
-            .get(WWW_AUTHENTICATE)
-            .and_then(|h| h.to_str().ok())
-            .and_then(parse_challenge)
+        let Some(challenge) =
+            resp.headers().get(WWW_AUTHENTICATE).and_then(|h| h.to_str().ok()).and_then(parse_challenge)
         else {
             return Ok(resp);
         };
-        self.challenges
-            .lock()
-            .expect("challenge map lock poisoned")
-            .insert(origin_key, challenge.clone());
+        self.challenges.lock().expect("challenge map lock poisoned").insert(origin_key, challenge.clone());
         let header = match &challenge {
             Challenge::Basic => match credential {
                 Some(c) => basic_header(c),
                 None => return Ok(resp),
             },
             Challenge::Bearer { realm, service } => {
-                let token = self
-                    .token(ep, realm, service.as_deref(), &scope, credential)
-                    .await?;
+                let token = self.token(ep, realm, service.as_deref(), &scope, credential).await?;
                 bearer_header(&token.value)
             }
         };
-        let retry = self
-            .send(ep, method, url, accept, Some(&header), &origin)
-            .await?;
+        let retry = self.send(ep, method, url, accept, Some(&header), &origin).await?;
         if retry.status() == StatusCode::UNAUTHORIZED && matches!(challenge, Challenge::Basic) {
-            return Err(Failure::CredentialsRejected {
-                detail: "the registry refused the username/password".into(),
-            });
+            return Err(Failure::CredentialsRejected { detail: "the registry refused the username/password".into() });
         }
         Ok(retry)
     }
@@ -428,8 +338,7 @@ impl RegistryClient {
             status: 401,
             detail: "the registry's token realm is not a valid URL".into(),
         })?;
-        let scheme_ok = realm_url.scheme() == "https"
-            || (realm_url.scheme() == "http" && ep.base.scheme() == "http");
+        let scheme_ok = realm_url.scheme() == "https" || (realm_url.scheme() == "http" && ep.base.scheme() == "http");
         if !scheme_ok {
             return Err(Failure::Blocked {
                 detail: format!(
@@ -438,11 +347,7 @@ impl RegistryClient {
                 ),
             });
         }
-        self.guard
-            .check_url(&realm_url)
-            .map_err(|b| Failure::Blocked {
-                detail: format!("token realm: {b}"),
-            })?;
+        self.guard.check_url(&realm_url).map_err(|b| Failure::Blocked { detail: format!("token realm: {b}") })?;
         let key = token_key(realm, service, scope, credential);
         let fetch = async {
             self.stats.token_requests.fetch_add(1, Ordering::Relaxed);
@@ -456,16 +361,7 @@ impl RegistryClient {
                 q.append_pair("scope", scope);
             }
             let origin = realm_url.origin();
-            let resp = self
-                .send(
-                    ep,
-                    Method::GET,
-                    token_url,
-                    Some("application/json"),
-                    auth.as_ref(),
-                    &origin,
-                )
-                .await?;
+            let resp = self.send(ep, Method::GET, token_url, Some("application/json"), auth.as_ref(), &origin).await?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
                 return Err(match credential {
@@ -486,52 +382,28 @@ impl RegistryClient {
                 return Err(status_failure(&resp, credential.is_some(), "token service"));
             }
             let body = read_capped(resp, MAX_SMALL_BODY).await?;
-            let parsed: TokenResponse =
-                serde_json::from_slice(&body).map_err(|_| Failure::ServerError {
-                    status: status.as_u16(),
-                    detail: "the token service answered with something that is not a token".into(),
-                })?;
-            parsed
-                .into_token()
-                .map(Arc::new)
-                .ok_or_else(|| Failure::ServerError {
-                    status: status.as_u16(),
-                    detail: "the token service answered without a token".into(),
-                })
+            let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| Failure::ServerError {
+                status: status.as_u16(),
+                detail: "the token service answered with something that is not a token".into(),
+            })?;
+            parsed.into_token().map(Arc::new).ok_or_else(|| Failure::ServerError {
+                status: status.as_u16(),
+                detail: "the token service answered without a token".into(),
+            })
         };
-        self.tokens
-            .try_get_with(key, fetch)
-            .await
-            .map_err(|e| (*e).clone())
+        self.tokens.try_get_with(key, fetch).await.map_err(|e| (*e).clone())
     }
 
-    async fn tags(
-        &self,
-        ep: &Endpoint,
-        reference: &Reference,
-        credential: Option<&Credential>,
-    ) -> Failure {
+    async fn tags(&self, ep: &Endpoint, reference: &Reference, credential: Option<&Credential>) -> Failure {
         let tag = reference.tag.clone().unwrap_or_default();
-        let Ok(url) = ep
-            .base
-            .join(&format!("v2/{}/tags/list?n=10000", reference.path))
-        else {
+        let Ok(url) = ep.base.join(&format!("v2/{}/tags/list?n=10000", reference.path)) else {
             return Failure::TagNotFound { tag, tags: vec![] };
         };
-        let resp = match self
-            .authorized(
-                ep,
-                Method::GET,
-                url,
-                Some("application/json"),
-                &reference.path,
-                credential,
-            )
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => return Failure::TagNotFound { tag, tags: vec![] },
-        };
+        let resp =
+            match self.authorized(ep, Method::GET, url, Some("application/json"), &reference.path, credential).await {
+                Ok(r) => r,
+                Err(_) => return Failure::TagNotFound { tag, tags: vec![] },
+            };
         if resp.status() == StatusCode::NOT_FOUND {
             return Failure::RepositoryNotFound;
         }
@@ -544,10 +416,7 @@ impl RegistryClient {
             tags: Option<Vec<String>>,
         }
         let tags = match read_capped(resp, 4 * MAX_SMALL_BODY).await {
-            Ok(body) => serde_json::from_slice::<TagList>(&body)
-                .ok()
-                .and_then(|t| t.tags)
-                .unwrap_or_default(),
+            Ok(body) => serde_json::from_slice::<TagList>(&body).ok().and_then(|t| t.tags).unwrap_or_default(),
             Err(_) => vec![],
         };
         // distribution answers an existing repository with no tags left with an empty list.
@@ -562,16 +431,7 @@ impl RegistryClient {
         url: Url,
         credential: Option<&Credential>,
     ) -> Result<(String, Vec<u8>), Failure> {
-        let resp = self
-            .authorized(
-                ep,
-                Method::GET,
-                url,
-                Some(MANIFEST_ACCEPT),
-                &reference.path,
-                credential,
-            )
-            .await?;
+        let resp = self.authorized(ep, Method::GET, url, Some(MANIFEST_ACCEPT), &reference.path, credential).await?;
         if !resp.status().is_success() {
             return Err(status_failure(&resp, credential.is_some(), "registry"));
         }
@@ -582,9 +442,7 @@ impl RegistryClient {
     fn manifest_url(ep: &Endpoint, reference: &Reference, what: &str) -> Result<Url, Failure> {
         ep.base
             .join(&format!("v2/{}/manifests/{what}", reference.path))
-            .map_err(|_| Failure::Unreachable {
-                detail: format!("cannot build a URL for {reference}"),
-            })
+            .map_err(|_| Failure::Unreachable { detail: format!("cannot build a URL for {reference}") })
     }
 }
 
@@ -593,48 +451,24 @@ impl Registry for RegistryClient {
         self.stats.clone()
     }
 
-    async fn resolve(
-        &self,
-        reference: &Reference,
-        credential: Option<&Credential>,
-    ) -> Result<Resolved, Failure> {
+    async fn resolve(&self, reference: &Reference, credential: Option<&Credential>) -> Result<Resolved, Failure> {
         let ep = self.endpoint(&reference.domain)?;
         let url = Self::manifest_url(&ep, reference, reference.manifest_reference())?;
-        let resp = self
-            .authorized(
-                &ep,
-                Method::HEAD,
-                url.clone(),
-                Some(MANIFEST_ACCEPT),
-                &reference.path,
-                credential,
-            )
-            .await?;
+        let resp =
+            self.authorized(&ep, Method::HEAD, url.clone(), Some(MANIFEST_ACCEPT), &reference.path, credential).await?;
         match resp.status() {
             s if s.is_success() => {
                 let media_type = header_str(&resp, CONTENT_TYPE).unwrap_or_default();
-                let digest = header_str(
-                    &resp,
-                    "docker-content-digest".parse().expect("static header name"),
-                );
+                let digest = header_str(&resp, "docker-content-digest".parse().expect("static header name"));
                 if let Some(d) = digest.filter(|d| d.contains(':')) {
-                    return Ok(Resolved {
-                        digest: d,
-                        media_type,
-                    });
+                    return Ok(Resolved { digest: d, media_type });
                 }
                 if let Some(d) = &reference.digest {
-                    return Ok(Resolved {
-                        digest: d.clone(),
-                        media_type,
-                    });
+                    return Ok(Resolved { digest: d.clone(), media_type });
                 }
                 // No digest header on a successful HEAD: only now is a GET justified.
                 let (media_type, body) = self.get_manifest(&ep, reference, url, credential).await?;
-                Ok(Resolved {
-                    digest: manifest::sha256_digest(&body),
-                    media_type,
-                })
+                Ok(Resolved { digest: manifest::sha256_digest(&body), media_type })
             }
             StatusCode::NOT_FOUND => Err(match &reference.digest {
                 Some(d) => Failure::DigestNotFound { digest: d.clone() },
@@ -659,9 +493,7 @@ impl Registry for RegistryClient {
             });
         }
         let parsed =
-            manifest::parse(&body, &content_type).map_err(|e| Failure::InvalidManifest {
-                detail: e.to_string(),
-            })?;
+            manifest::parse(&body, &content_type).map_err(|e| Failure::InvalidManifest { detail: e.to_string() })?;
         match parsed {
             Parsed::Index(p) => Ok(p),
             Parsed::Schema1(p) => Ok(vec![p]),
@@ -669,19 +501,14 @@ impl Registry for RegistryClient {
                 let url = ep
                     .base
                     .join(&format!("v2/{}/blobs/{config_digest}", reference.path))
-                    .map_err(|_| Failure::InvalidManifest {
-                        detail: "config digest is not usable in a URL".into(),
-                    })?;
-                let resp = self
-                    .authorized(&ep, Method::GET, url, None, &reference.path, credential)
-                    .await?;
+                    .map_err(|_| Failure::InvalidManifest { detail: "config digest is not usable in a URL".into() })?;
+                let resp = self.authorized(&ep, Method::GET, url, None, &reference.path, credential).await?;
                 if !resp.status().is_success() {
                     return Err(status_failure(&resp, credential.is_some(), "registry"));
                 }
                 let body = read_capped(resp, MAX_CONFIG_BYTES).await?;
-                let p = manifest::config_platform(&body).map_err(|e| Failure::InvalidManifest {
-                    detail: e.to_string(),
-                })?;
+                let p =
+                    manifest::config_platform(&body).map_err(|e| Failure::InvalidManifest { detail: e.to_string() })?;
                 Ok(vec![p])
             }
         }
@@ -689,11 +516,7 @@ impl Registry for RegistryClient {
 }
 
 fn default_base(registry: &str) -> Option<Url> {
-    let host = if registry == DOCKER_HUB {
-        "registry-1.docker.io"
-    } else {
-        registry
-    };
+    let host = if registry == DOCKER_HUB { "registry-1.docker.io" } else { registry };
     Url::parse(&format!("https://{host}/")).ok()
 }
 
@@ -709,12 +532,7 @@ fn realm_host(u: &Url) -> String {
     u.host_str().unwrap_or("?").to_string()
 }
 
-fn token_key(
-    realm: &str,
-    service: Option<&str>,
-    scope: &str,
-    credential: Option<&Credential>,
-) -> TokenKey {
+fn token_key(realm: &str, service: Option<&str>, scope: &str, credential: Option<&Credential>) -> TokenKey {
     TokenKey {
         realm: realm.to_string(),
         service: service.unwrap_or_default().to_string(),
@@ -724,27 +542,21 @@ fn token_key(
 }
 
 fn basic_header(c: &Credential) -> HeaderValue {
-    let mut v = HeaderValue::from_str(&format!(
-        "Basic {}",
-        B64.encode(format!("{}:{}", c.username, c.password))
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
+    let mut v = HeaderValue::from_str(&format!("Basic {}", B64.encode(format!("{}:{}", c.username, c.password))))
+        .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
     v.set_sensitive(true);
     v
 }
 
 fn bearer_header(token: &str) -> HeaderValue {
-    let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+    let mut v =
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
     v.set_sensitive(true);
     v
 }
 
 fn header_str(resp: &Response, name: reqwest::header::HeaderName) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 /// Classifies a non-success answer.
@@ -755,62 +567,39 @@ fn status_failure(resp: &Response, credential_sent: bool, who: &str) -> Failure 
             credential_sent,
             status: status.as_u16(),
             detail: if credential_sent {
-                "the credentials were accepted but do not grant pull access to this repository"
-                    .into()
+                "the credentials were accepted but do not grant pull access to this repository".into()
             } else {
                 "the repository requires credentials (or does not exist)".into()
             },
         },
-        StatusCode::TOO_MANY_REQUESTS => Failure::RateLimited {
-            retry_after: retry_after(resp),
-        },
-        StatusCode::NOT_FOUND => Failure::ServerError {
-            status: 404,
-            detail: format!("{who} answered 404 Not Found"),
-        },
+        StatusCode::TOO_MANY_REQUESTS => Failure::RateLimited { retry_after: retry_after(resp) },
+        StatusCode::NOT_FOUND => Failure::ServerError { status: 404, detail: format!("{who} answered 404 Not Found") },
         s => Failure::ServerError {
             status: s.as_u16(),
-            detail: format!(
-                "{who} answered {} {}",
-                s.as_u16(),
-                s.canonical_reason().unwrap_or("")
-            ),
+            detail: format!("{who} answered {} {}", s.as_u16(), s.canonical_reason().unwrap_or("")),
         },
     }
 }
 
 fn retry_after(resp: &Response) -> Option<Duration> {
-    let v = resp
-        .headers()
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .to_string();
+    let v = resp.headers().get(RETRY_AFTER)?.to_str().ok()?.trim().to_string();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(&v).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
 }
 
 /// Reads a body, refusing more than `cap` bytes.
 async fn read_capped(mut resp: Response, cap: usize) -> Result<Vec<u8>, Failure> {
     if resp.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(Failure::InvalidManifest {
-            detail: format!("response larger than the {cap}-byte limit"),
-        });
+        return Err(Failure::InvalidManifest { detail: format!("response larger than the {cap}-byte limit") });
     }
     let url = resp.url().clone();
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&e, &url))? {
         if body.len() + chunk.len() > cap {
-            return Err(Failure::InvalidManifest {
-                detail: format!("response larger than the {cap}-byte limit"),
-            });
+            return Err(Failure::InvalidManifest { detail: format!("response larger than the {cap}-byte limit") });
         }
         body.extend_from_slice(&chunk);
     }
@@ -820,19 +609,12 @@ async fn read_capped(mut resp: Response, cap: usize) -> Result<Vec<u8>, Failure>
 /// Classifies a transport error: blocked address, timeout, or unreachable (DNS, connect, TLS).
 fn transport(e: &reqwest::Error, url: &Url) -> Failure {
     if let Some(b) = find_blocked(e) {
-        return Failure::Blocked {
-            detail: b.to_string(),
-        };
+        return Failure::Blocked { detail: b.to_string() };
     }
     let host = url.host_str().unwrap_or("?");
-    let port = url
-        .port_or_known_default()
-        .map(|p| format!(":{p}"))
-        .unwrap_or_default();
+    let port = url.port_or_known_default().map(|p| format!(":{p}")).unwrap_or_default();
     if e.is_timeout() {
-        return Failure::Unreachable {
-            detail: format!("{host}{port} did not answer in time"),
-        };
+        return Failure::Unreachable { detail: format!("{host}{port} did not answer in time") };
     }
     // The innermost causes say what went wrong (DNS, refused, certificate); the outer ones repeat the URL.
     let mut causes = Vec::new();
@@ -841,11 +623,6 @@ fn transport(e: &reqwest::Error, url: &Url) -> Failure {
         causes.push(c.to_string());
         cur = c.source();
     }
-    let cause = causes
-        .last()
-        .cloned()
-        .unwrap_or_else(|| "connection failed".into());
-    Failure::Unreachable {
-        detail: format!("cannot connect to {host}{port}: {cause}"),
-    }
+    let cause = causes.last().cloned().unwrap_or_else(|| "connection failed".into());
+    Failure::Unreachable { detail: format!("cannot connect to {host}{port}: {cause}") }
 }

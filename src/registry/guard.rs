@@ -20,15 +20,11 @@ impl IpNet {
         let ip = canonical(ip);
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -59,10 +55,7 @@ impl FromStr for IpNet {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || IpNetParse(s.to_string());
         let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (
-                a.parse::<IpAddr>().map_err(|_| bad())?,
-                Some(p.parse::<u8>().map_err(|_| bad())?),
-            ),
+            Some((a, p)) => (a.parse::<IpAddr>().map_err(|_| bad())?, Some(p.parse::<u8>().map_err(|_| bad())?)),
             None => (s.parse::<IpAddr>().map_err(|_| bad())?, None),
         };
         let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -70,28 +63,18 @@ impl FromStr for IpNet {
         if prefix > max {
             return Err(bad());
         }
-        Ok(Self {
-            addr: canonical(addr),
-            prefix,
-        })
+        Ok(Self { addr: canonical(addr), prefix })
     }
 }
 
 impl<'de> serde::Deserialize<'de> for IpNet {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
 /// Link-local (cloud metadata on AWS, GCP, Azure, OpenStack), AWS's IPv6 metadata address, Alibaba's.
-pub const DEFAULT_BLOCKED: &[&str] = &[
-    "169.254.0.0/16",
-    "fe80::/10",
-    "fd00:ec2::254/128",
-    "100.100.100.200/32",
-];
+pub const DEFAULT_BLOCKED: &[&str] = &["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32"];
 
 /// The set of blocked networks.
 #[derive(Clone, Debug)]
@@ -110,9 +93,7 @@ pub struct Blocked {
 
 impl Guard {
     pub fn new(blocked: Vec<IpNet>) -> Self {
-        Self {
-            blocked: Arc::new(blocked),
-        }
+        Self { blocked: Arc::new(blocked) }
     }
 
     pub fn blocked_by(&self, ip: IpAddr) -> Option<IpNet> {
@@ -127,11 +108,7 @@ impl Guard {
             _ => return Ok(()),
         };
         match self.blocked_by(ip) {
-            Some(net) => Err(Blocked {
-                host: ip.to_string(),
-                addr: ip,
-                net,
-            }),
+            Some(net) => Err(Blocked { host: ip.to_string(), addr: ip, net }),
             None => Ok(()),
         }
     }
@@ -142,8 +119,7 @@ impl reqwest::dns::Resolve for Guard {
         let guard = self.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut first_blocked = None;
             let allowed: Vec<SocketAddr> = addrs
                 .into_iter()
@@ -157,8 +133,7 @@ impl reqwest::dns::Resolve for Guard {
                 .collect();
             if allowed.is_empty() {
                 if let Some((addr, net)) = first_blocked {
-                    return Err(Box::new(Blocked { host, addr, net })
-                        as Box<dyn std::error::Error + Send + Sync>);
+                    return Err(Box::new(Blocked { host, addr, net }) as Box<dyn std::error::Error + Send + Sync>);
                 }
             }
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
@@ -207,25 +182,10 @@ mod tests {
     #[test]
     fn literal_ip_urls_are_checked() {
         let g = Guard::new(DEFAULT_BLOCKED.iter().map(|s| s.parse().unwrap()).collect());
-        assert!(
-            g.check_url(&"http://169.254.169.254/latest".parse().unwrap())
-                .is_err()
-        );
-        assert!(
-            g.check_url(&"http://[::ffff:169.254.169.254]/".parse().unwrap())
-                .is_err()
-        );
-        assert!(
-            g.check_url(&"https://[fe80::1]:5000/v2/".parse().unwrap())
-                .is_err()
-        );
-        assert!(
-            g.check_url(&"http://127.0.0.1:5000/v2/".parse().unwrap())
-                .is_ok()
-        );
-        assert!(
-            g.check_url(&"https://registry.example.com/v2/".parse().unwrap())
-                .is_ok()
-        );
+        assert!(g.check_url(&"http://169.254.169.254/latest".parse().unwrap()).is_err());
+        assert!(g.check_url(&"http://[::ffff:169.254.169.254]/".parse().unwrap()).is_err());
+        assert!(g.check_url(&"https://[fe80::1]:5000/v2/".parse().unwrap()).is_err());
+        assert!(g.check_url(&"http://127.0.0.1:5000/v2/".parse().unwrap()).is_ok());
+        assert!(g.check_url(&"https://registry.example.com/v2/".parse().unwrap()).is_ok());
     }
 }

@@ -78,8 +78,7 @@ pub enum ManifestError {
 /// Parses a manifest body; `content_type` is the registry's Content-Type, used when the body has no
 /// `mediaType`.
 pub fn parse(body: &[u8], content_type: &str) -> Result<Parsed, ManifestError> {
-    let raw: Raw =
-        serde_json::from_slice(body).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    let raw: Raw = serde_json::from_slice(body).map_err(|e| ManifestError::Malformed(e.to_string()))?;
     let media_type = raw.media_type.as_deref().unwrap_or(content_type);
     if raw.schema_version == Some(1) || media_type.starts_with(DOCKER_V1_SIGNED) {
         let arch = raw.architecture.unwrap_or_else(|| "amd64".into());
@@ -105,9 +104,7 @@ pub fn parse(body: &[u8], content_type: &str) -> Result<Parsed, ManifestError> {
         return Ok(Parsed::Index(out));
     }
     match raw.config {
-        Some(c) if !c.digest.is_empty() => Ok(Parsed::Image {
-            config_digest: c.digest,
-        }),
+        Some(c) if !c.digest.is_empty() => Ok(Parsed::Image { config_digest: c.digest }),
         _ => Err(ManifestError::Shape),
     }
 }
@@ -124,12 +121,9 @@ struct RawConfig {
 
 /// The platform an image config blob declares.
 pub fn config_platform(body: &[u8]) -> Result<Platform, ManifestError> {
-    let c: RawConfig =
-        serde_json::from_slice(body).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    let c: RawConfig = serde_json::from_slice(body).map_err(|e| ManifestError::Malformed(e.to_string()))?;
     if c.os.is_empty() || c.architecture.is_empty() {
-        return Err(ManifestError::Malformed(
-            "image config names no os/architecture".into(),
-        ));
+        return Err(ManifestError::Malformed("image config names no os/architecture".into()));
     }
     Ok(Platform::new(&c.os, &c.architecture, c.variant.as_deref()))
 }
@@ -154,9 +148,7 @@ mod tests {
            "annotations":{"vnd.docker.reference.type":"attestation-manifest"}},
           {"digest":"sha256:d","platform":{"os":"linux","architecture":"arm"},
            "annotations":{"vnd.docker.reference.type":"attestation-manifest"}}]}"#;
-        let Parsed::Index(p) = parse(body, "").unwrap() else {
-            panic!()
-        };
+        let Parsed::Index(p) = parse(body, "").unwrap() else { panic!() };
         let names: Vec<String> = p.iter().map(ToString::to_string).collect();
         assert_eq!(names, ["linux/amd64", "linux/arm64"]);
     }
@@ -164,12 +156,7 @@ mod tests {
     #[test]
     fn image_manifest_points_at_config() {
         let body = br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:cfg","size":1},"layers":[]}"#;
-        assert_eq!(
-            parse(body, DOCKER_V2).unwrap(),
-            Parsed::Image {
-                config_digest: "sha256:cfg".into()
-            }
-        );
+        assert_eq!(parse(body, DOCKER_V2).unwrap(), Parsed::Image { config_digest: "sha256:cfg".into() });
         let p = config_platform(br#"{"os":"linux","architecture":"arm","variant":"v6"}"#).unwrap();
         assert_eq!(p.to_string(), "linux/arm/v6");
     }

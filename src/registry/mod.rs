@@ -34,11 +34,7 @@ pub enum Failure {
     /// The registry (or its token service) refused access. `credential_sent` tells whether a credential was
     /// presented.
     #[error("registry answered {status}: {detail}")]
-    Unauthorized {
-        credential_sent: bool,
-        status: u16,
-        detail: String,
-    },
+    Unauthorized { credential_sent: bool, status: u16, detail: String },
     #[error("the registry refused the credentials: {detail}")]
     CredentialsRejected { detail: String },
     #[error("rate limited{}", retry_after.map(|d| format!(" (Retry-After {}s)", d.as_secs())).unwrap_or_default())]
@@ -56,21 +52,16 @@ pub enum Failure {
 impl Failure {
     /// Failures that another credential might fix, so the kubelet-order walk goes on to the next candidate.
     pub fn is_auth(&self) -> bool {
-        matches!(
-            self,
-            Failure::Unauthorized { .. } | Failure::CredentialsRejected { .. }
-        )
+        matches!(self, Failure::Unauthorized { .. } | Failure::CredentialsRejected { .. })
     }
 
     /// How long a negative answer may be cached.
     pub fn negative_ttl(&self, base: Duration) -> Duration {
         match self {
-            Failure::RateLimited {
-                retry_after: Some(d),
-            } => (*d).clamp(Duration::from_secs(1), Duration::from_secs(600)),
-            Failure::Unreachable { .. } | Failure::ServerError { .. } => {
-                base.min(Duration::from_secs(10))
+            Failure::RateLimited { retry_after: Some(d) } => {
+                (*d).clamp(Duration::from_secs(1), Duration::from_secs(600))
             }
+            Failure::Unreachable { .. } | Failure::ServerError { .. } => base.min(Duration::from_secs(10)),
             _ => base,
         }
     }

@@ -7,21 +7,11 @@ use crate::policy::Verdict;
 
 pub fn render(report: &Report, color: bool) -> String {
     let paint = |code: &str, s: &str| {
-        if color {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_string()
-        }
+        if color { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
     };
     let mut out = String::new();
     for e in &report.errors {
-        let _ = writeln!(
-            out,
-            "{} {}: {}",
-            paint("1;31", "error"),
-            location(Some(&e.file), e.document),
-            e.message
-        );
+        let _ = writeln!(out, "{} {}: {}", paint("1;31", "error"), location(Some(&e.file), e.document), e.message);
     }
     if !report.errors.is_empty() {
         out.push('\n');
@@ -34,17 +24,9 @@ pub fn render(report: &Report, color: bool) -> String {
             j += 1;
         }
         let group = &report.results[i..j];
-        let worst = group
-            .iter()
-            .map(|r| r.verdict)
-            .max()
-            .unwrap_or(Verdict::Allow);
+        let worst = group.iter().map(|r| r.verdict).max().unwrap_or(Verdict::Allow);
         let at = location(obj.file.as_deref(), obj.document);
-        let at = if at.is_empty() {
-            String::new()
-        } else {
-            format!("  {}", paint("2", &at))
-        };
+        let at = if at.is_empty() { String::new() } else { format!("  {}", paint("2", &at)) };
         let _ = writeln!(
             out,
             "{} {}/{} {}{at}",
@@ -86,11 +68,7 @@ pub fn render(report: &Report, color: bool) -> String {
         s.warn,
         paint(if s.deny > 0 { "1;31" } else { "0" }, &s.deny.to_string()),
         s.skip,
-        if report.errors.is_empty() {
-            String::new()
-        } else {
-            format!("; {} input errors", report.errors.len())
-        }
+        if report.errors.is_empty() { String::new() } else { format!("; {} input errors", report.errors.len()) }
     );
     out
 }

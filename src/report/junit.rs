@@ -44,13 +44,8 @@ pub fn render(report: &Report) -> String {
         let class = format!("{}.{}.{}", r.object.namespace, r.object.kind, r.object.name);
         let name = format!("{} ({})", r.container, r.image);
         let file = r.object.file.clone().unwrap_or_default();
-        let _ = write!(
-            out,
-            "    <testcase classname=\"{}\" name=\"{}\" file=\"{}\">",
-            esc(&class),
-            esc(&name),
-            esc(&file)
-        );
+        let _ =
+            write!(out, "    <testcase classname=\"{}\" name=\"{}\" file=\"{}\">", esc(&class), esc(&name), esc(&file));
         match r.verdict {
             Verdict::Deny => {
                 let _ = write!(
@@ -65,12 +60,7 @@ pub fn render(report: &Report) -> String {
                 let _ = write!(out, "<skipped message=\"{}\"/>", esc(&r.message));
             }
             Verdict::Warn => {
-                let _ = write!(
-                    out,
-                    "<system-out>WARN {}: {}</system-out>",
-                    r.reason,
-                    esc(&r.message)
-                );
+                let _ = write!(out, "<system-out>WARN {}: {}</system-out>", r.reason, esc(&r.message));
             }
             Verdict::Allow => {}
         }

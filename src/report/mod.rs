@@ -40,11 +40,7 @@ pub enum Format {
 
 impl Report {
     pub fn new(objects: usize, results: Vec<ContainerResult>, errors: Vec<InputError>) -> Self {
-        let mut summary = Summary {
-            objects,
-            containers: results.len(),
-            ..Summary::default()
-        };
+        let mut summary = Summary { objects, containers: results.len(), ..Summary::default() };
         for r in &results {
             match r.verdict {
                 Verdict::Allow => summary.allow += 1,
@@ -53,11 +49,7 @@ impl Report {
                 Verdict::Skip => summary.skip += 1,
             }
         }
-        Self {
-            summary,
-            results,
-            errors,
-        }
+        Self { summary, results, errors }
     }
 
     /// Renders in `format`; `color` only applies to human output.

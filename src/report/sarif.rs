@@ -6,10 +6,8 @@ use super::Report;
 use crate::policy::{Reason, Verdict};
 
 pub fn render(report: &Report) -> String {
-    let rules: Vec<Value> = Reason::ALL
-        .iter()
-        .map(|r| json!({"id": r.to_string(), "shortDescription": {"text": r.summary()}}))
-        .collect();
+    let rules: Vec<Value> =
+        Reason::ALL.iter().map(|r| json!({"id": r.to_string(), "shortDescription": {"text": r.summary()}})).collect();
     let mut results: Vec<Value> = report
         .results
         .iter()

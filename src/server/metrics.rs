@@ -79,10 +79,7 @@ impl Collector for Live {
             prometheus_client::metrics::MetricType::Counter,
         )?;
         for (registry, outcome, n) in outcomes {
-            let labels = OutcomeLabels {
-                registry,
-                outcome: outcome.to_string(),
-            };
+            let labels = OutcomeLabels { registry, outcome: outcome.to_string() };
             ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
@@ -94,41 +91,23 @@ impl Metrics {
         let mut registry = Registry::default();
         let reviews = Family::<ReviewLabels, Counter>::default();
         let containers = Family::<ReasonLabels, Counter>::default();
-        let latency = Histogram::new([
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ]);
-        registry.register(
-            "pullguard_reviews",
-            "Admission reviews by kind, operation and verdict",
-            reviews.clone(),
-        );
+        let latency =
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
+        registry.register("pullguard_reviews", "Admission reviews by kind, operation and verdict", reviews.clone());
         registry.register(
             "pullguard_container_verdicts",
             "Container verdicts by verdict and reason (denials and warnings by reason)",
             containers.clone(),
         );
-        registry.register(
-            "pullguard_review_duration_seconds",
-            "Time to answer an admission review",
-            latency.clone(),
-        );
-        registry.register_collector(Box::new(Live {
-            cache,
-            registry: registry_stats,
-        }));
-        Self {
-            registry,
-            reviews,
-            containers,
-            latency,
-        }
+        registry.register("pullguard_review_duration_seconds", "Time to answer an admission review", latency.clone());
+        registry.register_collector(Box::new(Live { cache, registry: registry_stats }));
+        Self { registry, reviews, containers, latency }
     }
 
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }

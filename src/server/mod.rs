@@ -21,6 +21,9 @@ use crate::admission::{self, AppState, ClusterState};
 use crate::registry::Registry;
 use metrics::Metrics;
 
+/// No review may take longer: the API server's own timeout is at most 30 s.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How the server listens and drains.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -30,6 +33,9 @@ pub struct ServerOptions {
     pub tls_key: PathBuf,
     pub cert_reload_interval: Duration,
     pub drain_timeout: Duration,
+    /// After SIGTERM, keep accepting this long (while /readyz says 503) so that endpoint removal reaches
+    /// the API server before the listener closes.
+    pub shutdown_delay: Duration,
     pub max_concurrency: usize,
 }
 
@@ -52,17 +58,11 @@ fn probes_router(p: Probes) -> Router {
                 } else if p.cluster.ready() {
                     (StatusCode::OK, "ready\n")
                 } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "cluster state not synced yet\n",
-                    )
+                    (StatusCode::SERVICE_UNAVAILABLE, "cluster state not synced yet\n")
                 }
             }),
         )
-        .route(
-            "/metrics",
-            get(|State(p): State<Probes>| async move { p.metrics.render() }),
-        )
+        .route("/metrics", get(|State(p): State<Probes>| async move { p.metrics.render() }))
         .with_state(p)
 }
 
@@ -75,34 +75,26 @@ pub async fn run<R: Registry>(state: Arc<AppState<R>>, opts: ServerOptions) -> a
         tls_key,
         cert_reload_interval,
         drain_timeout,
+        shutdown_delay,
         max_concurrency,
     } = opts;
     let tls = RustlsConfig::from_pem_file(&tls_cert, &tls_key)
         .await
-        .with_context(|| {
-            format!(
-                "loading TLS certificate {} and key {}",
-                tls_cert.display(),
-                tls_key.display()
-            )
-        })?;
-    tokio::spawn(reload_certificates(
-        tls.clone(),
-        tls_cert,
-        tls_key,
-        cert_reload_interval,
-    ));
+        .with_context(|| format!("loading TLS certificate {} and key {}", tls_cert.display(), tls_key.display()))?;
+    tokio::spawn(reload_certificates(tls.clone(), tls_cert, tls_key, cert_reload_interval));
 
     let draining = Arc::new(AtomicBool::new(false));
-    let probes = Probes {
-        cluster: state.cluster.clone(),
-        metrics: state.metrics.clone(),
-        draining: draining.clone(),
-    };
+    let probes = Probes { cluster: state.cluster.clone(), metrics: state.metrics.clone(), draining: draining.clone() };
+    // The review's own deadline bounds lookups; this bounds everything else (a client that trickles its
+    // body, say) so a connection can never hold a concurrency slot for long.
+    let request_timeout = tower::ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
+            (StatusCode::REQUEST_TIMEOUT, "pullguard: request timed out\n")
+        }))
+        .layer(tower::timeout::TimeoutLayer::new(REQUEST_TIMEOUT));
     let app = admission::router(state)
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            max_concurrency,
-        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_concurrency))
+        .layer(request_timeout)
         .merge(probes_router(probes.clone()));
 
     let metrics_listener = tokio::net::TcpListener::bind(metrics_listen)
@@ -121,18 +113,14 @@ pub async fn run<R: Registry>(state: Arc<AppState<R>>, opts: ServerOptions) -> a
     let on_signal = handle.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
-        info!(
-            drain_timeout_ms = drain_timeout.as_millis() as u64,
-            "shutting down: draining in-flight reviews"
-        );
         draining.store(true, Ordering::SeqCst);
+        info!(delay_ms = shutdown_delay.as_millis() as u64, "SIGTERM: not ready; still serving while endpoints update");
+        tokio::time::sleep(shutdown_delay).await;
+        info!(drain_timeout_ms = drain_timeout.as_millis() as u64, "shutting down: draining in-flight reviews");
         on_signal.graceful_shutdown(Some(drain_timeout));
     });
     info!(%listen, %metrics_listen, "pullguard serving");
-    let served = axum_server::bind_rustls(listen, tls)
-        .handle(handle)
-        .serve(app.into_make_service())
-        .await;
+    let served = axum_server::bind_rustls(listen, tls).handle(handle).serve(app.into_make_service()).await;
     let _ = stop_metrics.send(());
     let _ = metrics_server.await;
     served.with_context(|| format!("serving on {listen}"))?;
@@ -158,12 +146,7 @@ async fn shutdown_signal() {
 /// A mounted Secret updates by an atomic symlink swap; poll the files' contents and reload on change. A
 /// half-written or invalid pair is logged and the previous certificate keeps serving.
 async fn reload_certificates(tls: RustlsConfig, cert: PathBuf, key: PathBuf, every: Duration) {
-    let read = || async {
-        (
-            tokio::fs::read(&cert).await.ok(),
-            tokio::fs::read(&key).await.ok(),
-        )
-    };
+    let read = || async { (tokio::fs::read(&cert).await.ok(), tokio::fs::read(&key).await.ok()) };
     let mut current = read().await;
     loop {
         tokio::time::sleep(every).await;

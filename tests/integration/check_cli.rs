@@ -10,40 +10,19 @@ fn fixture(p: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_contract_and_exit_codes() {
-    let env = Env::start(Options {
-        private: true,
-        token: true,
-    })
-    .await;
+    let env = Env::start(Options { private: true, token: true }).await;
     let cfg = env.config("");
     let cfg = cfg.to_str().unwrap();
-    let run = pullguard(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--output",
-            "json",
-            &fixture("manifests/causes.yaml"),
-        ],
-        None,
-    )
-    .await;
+    let run = pullguard(&["check", "--config", cfg, "--output", "json", &fixture("manifests/causes.yaml")], None).await;
     assert_eq!(run.code, 1, "a deny gives exit 1: {}", run.stderr);
     let j = run.json();
     let results = j["results"].as_array().unwrap();
     let s = &j["summary"];
     assert_eq!(s["containers"].as_u64().unwrap() as usize, results.len());
-    let sum: u64 = ["allow", "warn", "deny", "skip"]
-        .iter()
-        .map(|k| s[k].as_u64().unwrap())
-        .sum();
+    let sum: u64 = ["allow", "warn", "deny", "skip"].iter().map(|k| s[k].as_u64().unwrap()).sum();
     assert_eq!(sum as usize, results.len());
     assert_eq!(s["objects"], 13);
-    let r = results
-        .iter()
-        .find(|r| r["container"] == "unpushed-version")
-        .unwrap();
+    let r = results.iter().find(|r| r["container"] == "unpushed-version").unwrap();
     for key in [
         "object",
         "container",
@@ -64,36 +43,19 @@ async fn json_contract_and_exit_codes() {
     assert_eq!(r["object"]["kind"], "Deployment");
     assert_eq!(r["object"]["namespace"], "production");
     assert_eq!(r["object"]["apiVersion"], "apps/v1");
-    assert!(
-        r["object"]["file"]
-            .as_str()
-            .unwrap()
-            .ends_with("causes.yaml")
-    );
+    assert!(r["object"]["file"].as_str().unwrap().ends_with("causes.yaml"));
     assert_eq!(r["object"]["document"], 9);
     assert_eq!(r["reference"], "registry.example.com/team/myapp:v2.3.1");
     assert_eq!(r["verdict"], "deny");
     assert_eq!(r["reason"], "TagNotFound");
     assert_eq!(r["suggestions"], serde_json::json!(["v2.3.0", "v2.3.2"]));
-    assert_eq!(
-        r["credentials"],
-        serde_json::json!([{"secret": "production/regcred", "key": "registry.example.com"}])
-    );
+    assert_eq!(r["credentials"], serde_json::json!([{"secret": "production/regcred", "key": "registry.example.com"}]));
     assert_eq!(r["containerType"], "container");
     assert_eq!(j["errors"], serde_json::json!([]));
 
     // Warn mode: nothing denied, exit 0.
     let run = pullguard(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--mode",
-            "warn",
-            "--output",
-            "json",
-            &fixture("manifests/causes.yaml"),
-        ],
+        &["check", "--config", cfg, "--mode", "warn", "--output", "json", &fixture("manifests/causes.yaml")],
         None,
     )
     .await;
@@ -106,41 +68,20 @@ async fn broken_documents_are_reported_and_the_rest_checked() {
     let env = Env::start(Options::default()).await;
     let cfg = env.config("");
     let run = pullguard(
-        &[
-            "check",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--output",
-            "json",
-            &fixture("manifests/broken.yaml"),
-        ],
+        &["check", "--config", cfg.to_str().unwrap(), "--output", "json", &fixture("manifests/broken.yaml")],
         None,
     )
     .await;
     assert_eq!(run.code, 2, "input errors give exit 2");
     let j = run.json();
     let errors = j["errors"].as_array().unwrap();
-    let docs: Vec<u64> = errors
-        .iter()
-        .map(|e| e["document"].as_u64().unwrap())
-        .collect();
+    let docs: Vec<u64> = errors.iter().map(|e| e["document"].as_u64().unwrap()).collect();
     assert_eq!(docs, [1, 2], "{errors:?}");
-    assert!(
-        errors
-            .iter()
-            .all(|e| e["file"].as_str().unwrap().ends_with("broken.yaml"))
-    );
-    let names: Vec<&str> = j["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["object"]["name"].as_str().unwrap())
-        .collect();
+    assert!(errors.iter().all(|e| e["file"].as_str().unwrap().ends_with("broken.yaml")));
+    let names: Vec<&str> =
+        j["results"].as_array().unwrap().iter().map(|r| r["object"]["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["before-the-break", "after-the-break"]);
-    assert_eq!(
-        j["results"][1]["reason"], "TagNotFound",
-        "documents after the broken one are still checked"
-    );
+    assert_eq!(j["results"][1]["reason"], "TagNotFound", "documents after the broken one are still checked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,38 +89,18 @@ async fn stdin_directories_and_formats() {
     let env = Env::start(Options::default()).await;
     let cfg = env.config("");
     let cfg = cfg.to_str().unwrap();
-    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: c, image: 'nginx:lates'}\n";
-    let run = pullguard(
-        &["check", "--config", cfg, "--output", "json", "-"],
-        Some(pod),
-    )
-    .await;
+    let pod =
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: c, image: 'nginx:lates'}\n";
+    let run = pullguard(&["check", "--config", cfg, "--output", "json", "-"], Some(pod)).await;
     assert_eq!(run.code, 1);
     assert_eq!(run.json()["results"][0]["object"]["namespace"], "default");
 
-    let run = pullguard(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--namespace",
-            "team-a",
-            "--output",
-            "json",
-            "-",
-        ],
-        Some(pod),
-    )
-    .await;
+    let run = pullguard(&["check", "--config", cfg, "--namespace", "team-a", "--output", "json", "-"], Some(pod)).await;
     assert_eq!(run.json()["results"][0]["object"]["namespace"], "team-a");
 
     // A JSON List, as `kubectl get -o json` prints it.
     let list = r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"},"spec":{"containers":[{"name":"c","image":"nginx:1.25.3"}]}}]}"#;
-    let run = pullguard(
-        &["check", "--config", cfg, "--output", "json", "-"],
-        Some(list),
-    )
-    .await;
+    let run = pullguard(&["check", "--config", cfg, "--output", "json", "-"], Some(list)).await;
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert_eq!(run.json()["results"][0]["verdict"], "allow");
 
@@ -189,81 +110,37 @@ async fn stdin_directories_and_formats() {
     std::fs::write(dir.join("pod.yml"), pod).unwrap();
     std::fs::write(dir.join("ignored.txt"), "not yaml").unwrap();
     let run = pullguard(
-        &[
-            "check",
-            "--config",
-            cfg,
-            "--output",
-            "json",
-            env.dir.path().join("manifests").to_str().unwrap(),
-        ],
+        &["check", "--config", cfg, "--output", "json", env.dir.path().join("manifests").to_str().unwrap()],
         None,
     )
     .await;
     assert_eq!(run.json()["summary"]["containers"], 1);
 
-    let run = pullguard(
-        &["check", "--config", cfg, "--output", "sarif", "-"],
-        Some(pod),
-    )
-    .await;
+    let run = pullguard(&["check", "--config", cfg, "--output", "sarif", "-"], Some(pod)).await;
     let sarif: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(sarif["version"], "2.1.0");
     assert_eq!(sarif["runs"][0]["results"][0]["ruleId"], "TagNotFound");
     assert_eq!(sarif["runs"][0]["results"][0]["level"], "error");
 
-    let run = pullguard(
-        &["check", "--config", cfg, "--output", "junit", "-"],
-        Some(pod),
-    )
-    .await;
+    let run = pullguard(&["check", "--config", cfg, "--output", "junit", "-"], Some(pod)).await;
     assert!(run.stdout.starts_with("<?xml"));
-    assert!(
-        run.stdout.contains("<failure type=\"TagNotFound\""),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("<failure type=\"TagNotFound\""), "{}", run.stdout);
 
     let run = pullguard(&["check", "--config", cfg, "-"], Some(pod)).await;
-    let fix = run
-        .stdout
-        .find("fix: use a tag that exists")
-        .expect("the fix is printed");
-    let why = run
-        .stdout
-        .find("why: tag \"lates\" does not exist")
-        .expect("the cause is printed");
-    assert!(
-        run.stdout.contains("DENY") && fix < why,
-        "the fix comes first: {}",
-        run.stdout
-    );
-    assert!(
-        !run.stdout.contains('\x1b'),
-        "no colour when stdout is not a terminal"
-    );
+    let fix = run.stdout.find("fix: use a tag that exists").expect("the fix is printed");
+    let why = run.stdout.find("why: tag \"lates\" does not exist").expect("the cause is printed");
+    assert!(run.stdout.contains("DENY") && fix < why, "the fix comes first: {}", run.stdout);
+    assert!(!run.stdout.contains('\x1b'), "no colour when stdout is not a terminal");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_config_and_usage_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(
-        &bad,
-        "registries:\n  docker.io:\n    endpiont: http://127.0.0.1:1\n",
-    )
-    .unwrap();
-    let run = pullguard(
-        &["check", "--config", bad.to_str().unwrap(), "--offline", "-"],
-        Some(""),
-    )
-    .await;
+    std::fs::write(&bad, "registries:\n  docker.io:\n    endpiont: http://127.0.0.1:1\n").unwrap();
+    let run = pullguard(&["check", "--config", bad.to_str().unwrap(), "--offline", "-"], Some("")).await;
     assert_eq!(run.code, 2);
-    assert!(
-        run.stderr.contains("bad.yaml") && run.stderr.contains("endpiont"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("bad.yaml") && run.stderr.contains("endpiont"), "{}", run.stderr);
 
     let run = pullguard(&["check", "--platform", "linux", "-"], Some("")).await;
     assert_eq!(run.code, 2);
@@ -272,17 +149,7 @@ async fn bad_config_and_usage_exit_2() {
     let run = pullguard(&["check"], None).await;
     assert_eq!(run.code, 2);
 
-    let run = pullguard(
-        &[
-            "check",
-            "--offline",
-            "--output",
-            "json",
-            "/nonexistent/file.yaml",
-        ],
-        None,
-    )
-    .await;
+    let run = pullguard(&["check", "--offline", "--output", "json", "/nonexistent/file.yaml"], None).await;
     assert_eq!(run.code, 2);
     assert_eq!(run.json()["errors"][0]["file"], "/nonexistent/file.yaml");
 }
@@ -290,36 +157,14 @@ async fn bad_config_and_usage_exit_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_touches_no_network() {
     // No registry at all: an offline run must still report references and secrets.
-    let run = pullguard(
-        &[
-            "check",
-            "--offline",
-            "--output",
-            "json",
-            &fixture("manifests/causes.yaml"),
-        ],
-        None,
-    )
-    .await;
-    assert_eq!(
-        run.code, 1,
-        "the invalid reference and secret problems still deny: {}",
-        run.stdout
-    );
+    let run = pullguard(&["check", "--offline", "--output", "json", &fixture("manifests/causes.yaml")], None).await;
+    assert_eq!(run.code, 1, "the invalid reference and secret problems still deny: {}", run.stdout);
     let j = run.json();
     let results = j["results"].as_array().unwrap();
-    let by = |c: &str, o: &str| {
-        results
-            .iter()
-            .find(|r| r["container"] == c && r["object"]["name"] == o)
-            .unwrap()
-            .clone()
-    };
+    let by =
+        |c: &str, o: &str| results.iter().find(|r| r["container"] == c && r["object"]["name"] == o).unwrap().clone();
     assert_eq!(by("web", "api")["reason"], "NotChecked");
     assert_eq!(by("web", "api")["verdict"], "skip");
     assert_eq!(by("invalid", "api")["reason"], "InvalidReference");
-    assert_eq!(
-        by("private", "wrong-namespace")["reason"],
-        "SecretInOtherNamespace"
-    );
+    assert_eq!(by("private", "wrong-namespace")["reason"], "SecretInOtherNamespace");
 }

@@ -18,8 +18,7 @@ fn admission(name: &str) -> Value {
 /// The cluster the tests run against: the Secrets and ServiceAccounts of causes.yaml, namespaces, one amd64 node.
 async fn cluster() -> ApiServer {
     let api = ApiServer::start().await;
-    let (docs, errors) =
-        pullguard::input::load(&[support::fixtures().join("manifests/causes.yaml")]);
+    let (docs, errors) = pullguard::input::load(&[support::fixtures().join("manifests/causes.yaml")]);
     assert!(errors.is_empty());
     for d in docs {
         let kind = d.value["kind"].as_str().unwrap();
@@ -28,26 +27,15 @@ async fn cluster() -> ApiServer {
             // The API server stores stringData as data.
             if let Some(sd) = obj.get("stringData").cloned() {
                 let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "x");
-                let data: serde_json::Map<String, Value> = sd
-                    .as_object()
-                    .unwrap()
-                    .keys()
-                    .map(|k| (k.clone(), json!(b64)))
-                    .collect();
+                let data: serde_json::Map<String, Value> =
+                    sd.as_object().unwrap().keys().map(|k| (k.clone(), json!(b64))).collect();
                 obj["data"] = Value::Object(data);
                 obj.as_object_mut().unwrap().remove("stringData");
             }
             api.apply(obj);
         }
     }
-    for ns in [
-        "default",
-        "production",
-        "pullguard",
-        "kube-system",
-        "relaxed",
-        "legacy",
-    ] {
+    for ns in ["default", "production", "pullguard", "kube-system", "relaxed", "legacy"] {
         let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         match ns {
             "relaxed" => obj["metadata"]["labels"] = json!({"pullguard.io/mode": "warn"}),
@@ -56,10 +44,8 @@ async fn cluster() -> ApiServer {
         }
         api.apply(obj);
     }
-    api.apply(
-        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1",
-        "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}}),
-    );
+    api.apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1",
+        "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}}));
     api
 }
 
@@ -71,27 +57,12 @@ async fn admission_fixtures_over_real_tls() {
 
     // (fixture, allowed, reasons annotation, what the message or warnings must mention)
     let cases: &[(&str, bool, &str, &str)] = &[
-        (
-            "pod-create-typo.json",
-            false,
-            "web=TagNotFound,sidecar=Ok",
-            "Did you mean latest?",
-        ),
+        ("pod-create-typo.json", false, "web=TagNotFound,sidecar=Ok", "Did you mean latest?"),
         ("pod-create-ok.json", true, "web=Ok", ""),
         ("pod-create-dry-run.json", false, "web=TagNotFound", "lates"),
         ("deployment-update-replicas.json", true, "", ""),
-        (
-            "deployment-update-image.json",
-            false,
-            "web=TagNotFound",
-            "v2.3.0 or v2.3.2",
-        ),
-        (
-            "pod-ephemeral-containers.json",
-            false,
-            "debugger-x7k2p=TagNotFound",
-            "3.20",
-        ),
+        ("deployment-update-image.json", false, "web=TagNotFound", "v2.3.0 or v2.3.2"),
+        ("pod-ephemeral-containers.json", false, "debugger-x7k2p=TagNotFound", "3.20"),
         ("pod-delete.json", true, "", ""),
         ("pod-create-controlled.json", true, "", ""),
         ("pod-create-kube-system.json", true, "", ""),
@@ -99,20 +70,10 @@ async fn admission_fixtures_over_real_tls() {
     for (file, allowed, want_reasons, mention) in cases {
         let body = admission(file);
         let r = wh.review(&body).await;
-        assert_eq!(
-            r["uid"], body["request"]["uid"],
-            "{file}: the uid is echoed"
-        );
+        assert_eq!(r["uid"], body["request"]["uid"], "{file}: the uid is echoed");
         assert_eq!(r["allowed"], *allowed, "{file}: {r}");
-        let got: Vec<String> = reasons(&r)
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let mut want: Vec<String> = want_reasons
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
+        let got: Vec<String> = reasons(&r).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut want: Vec<String> = want_reasons.split(',').filter(|s| !s.is_empty()).map(String::from).collect();
         want.sort();
         assert_eq!(got, want, "{file}: {r}");
         if !allowed {
@@ -126,13 +87,8 @@ async fn admission_fixtures_over_real_tls() {
         }
     }
     // The unrelated edit was never looked up: its image does not exist, yet it was admitted untouched.
-    let r = wh
-        .review(&admission("deployment-update-replicas.json"))
-        .await;
-    assert_eq!(
-        r["auditAnnotations"]["skipped"],
-        "no image, pull policy or pull secret changed"
-    );
+    let r = wh.review(&admission("deployment-update-replicas.json")).await;
+    assert_eq!(r["auditAnnotations"]["skipped"], "no image, pull policy or pull secret changed");
 
     let metrics = wh.metrics().await;
     for m in [
@@ -156,47 +112,26 @@ async fn admission_fixtures_over_real_tls() {
     assert_eq!(decision["verdict"], "deny");
     assert_eq!(decision["namespace"], "production");
     assert_eq!(decision["kind"], "Pod");
-    assert!(
-        decision["reasons"]
-            .as_str()
-            .unwrap()
-            .contains("web=TagNotFound")
-    );
+    assert!(decision["reasons"].as_str().unwrap().contains("web=TagNotFound"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_and_serve_agree_on_the_shared_fixtures() {
-    let env = Env::start(Options {
-        private: true,
-        token: true,
-    })
-    .await;
+    let env = Env::start(Options { private: true, token: true }).await;
     let cfg = env.config("");
     let api = cluster().await;
     let wh = Webhook::start(&cfg, &api, &[]).await;
     let file = support::fixtures().join("manifests/causes.yaml");
-    let run = pullguard(
-        &[
-            "check",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--output",
-            "json",
-            file.to_str().unwrap(),
-        ],
-        None,
-    )
-    .await;
+    let run =
+        pullguard(&["check", "--config", cfg.to_str().unwrap(), "--output", "json", file.to_str().unwrap()], None)
+            .await;
     let check = run.json();
     let mut by_object: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for r in check["results"].as_array().unwrap() {
         by_object
             .entry(r["object"]["name"].as_str().unwrap().to_string())
             .or_default()
-            .insert(
-                r["container"].as_str().unwrap().to_string(),
-                r["reason"].as_str().unwrap().to_string(),
-            );
+            .insert(r["container"].as_str().unwrap().to_string(), r["reason"].as_str().unwrap().to_string());
     }
     let (docs, _) = pullguard::input::load(&[file]);
     let mut compared = 0;
@@ -205,16 +140,11 @@ async fn check_and_serve_agree_on_the_shared_fixtures() {
             continue;
         }
         let name = d.value["metadata"]["name"].as_str().unwrap();
-        let r = wh
-            .review(&create_review(&format!("uid-{i}"), &d.value))
-            .await;
+        let r = wh.review(&create_review(&format!("uid-{i}"), &d.value)).await;
         let want = &by_object[name];
         assert_eq!(&reasons(&r), want, "{name}: serve and check disagree: {r}");
-        let check_denies = check["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|x| x["object"]["name"] == name && x["verdict"] == "deny");
+        let check_denies =
+            check["results"].as_array().unwrap().iter().any(|x| x["object"]["name"] == name && x["verdict"] == "deny");
         assert_eq!(r["allowed"], !check_denies, "{name}");
         compared += 1;
     }
@@ -223,11 +153,7 @@ async fn check_and_serve_agree_on_the_shared_fixtures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_created_changed_and_deleted_after_start_change_the_verdict() {
-    let env = Env::start(Options {
-        private: true,
-        token: false,
-    })
-    .await;
+    let env = Env::start(Options { private: true, token: false }).await;
     let api = cluster().await;
     let wh = Webhook::start(&env.config(""), &api, &[]).await;
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "late", "namespace": "production"},
@@ -263,10 +189,7 @@ async fn secrets_created_changed_and_deleted_after_start_change_the_verdict() {
 
     api.apply(secret("rotated-away"));
     let (got, r) = reason_after("CredentialsRejected").await;
-    assert_eq!(
-        got, "CredentialsRejected",
-        "a changed secret is used, not the cached answer of the old one: {r}"
-    );
+    assert_eq!(got, "CredentialsRejected", "a changed secret is used, not the cached answer of the old one: {r}");
 
     api.delete("Secret", "production", "late-cred");
     let (got, _) = reason_after("SecretNotFound").await;
@@ -275,11 +198,7 @@ async fn secrets_created_changed_and_deleted_after_start_change_the_verdict() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_modes_exemptions_and_no_secrets_mode() {
-    let env = Env::start(Options {
-        private: true,
-        token: false,
-    })
-    .await;
+    let env = Env::start(Options { private: true, token: false }).await;
     let api = cluster().await;
     let typo = |ns: &str| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": ns},
@@ -291,10 +210,7 @@ async fn namespace_modes_exemptions_and_no_secrets_mode() {
     let r = wh.review(&create_review("b", &typo("relaxed"))).await;
     assert_eq!(r["allowed"], true, "pullguard.io/mode=warn admits: {r}");
     let warning = r["warnings"][0].as_str().unwrap();
-    assert!(
-        warning.contains("TagNotFound") && warning.len() <= 256,
-        "{warning}"
-    );
+    assert!(warning.contains("TagNotFound") && warning.len() <= 256, "{warning}");
     for ns in ["legacy", "kube-system", "pullguard"] {
         let r = wh.review(&create_review("c", &typo(ns))).await;
         assert_eq!(r["allowed"], true, "{ns} is exempt or off");
@@ -306,47 +222,22 @@ async fn namespace_modes_exemptions_and_no_secrets_mode() {
     let wh = Webhook::start(&env.config("mode: warn\n"), &api, &[]).await;
     api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "strict", "labels": {"pullguard.io/mode": "enforce"}}}));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        wh.review(&create_review("d", &typo("production"))).await["allowed"],
-        true
-    );
-    assert_eq!(
-        wh.review(&create_review("e", &typo("strict"))).await["allowed"],
-        false
-    );
+    assert_eq!(wh.review(&create_review("d", &typo("production"))).await["allowed"], true);
+    assert_eq!(wh.review(&create_review("e", &typo("strict"))).await["allowed"], false);
     drop(wh);
 
     // No Secrets at all: a named pull secret is unknown rather than missing; node credentials pull.
     let node_cfg = env.dir.path().join("node.json");
-    let auth = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        "alice:alice-password",
-    );
-    std::fs::write(
-        &node_cfg,
-        format!(r#"{{"auths":{{"registry.example.com":{{"auth":"{auth}"}}}}}}"#),
-    )
-    .unwrap();
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "alice:alice-password");
+    std::fs::write(&node_cfg, format!(r#"{{"auths":{{"registry.example.com":{{"auth":"{auth}"}}}}}}"#)).unwrap();
     let cfg = env.config(&format!("nodeCredentials: {}\n", node_cfg.display()));
-    let before = api
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|t| t.starts_with("/api/v1/secrets"))
-        .count();
+    let before = api.requests.lock().unwrap().iter().filter(|t| t.starts_with("/api/v1/secrets")).count();
     let wh = Webhook::start(&cfg, &api, &["--no-secrets"]).await;
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "production"},
         "spec": {"imagePullSecrets": [{"name": "does-not-matter"}], "containers": [{"name": "app", "image": "registry.example.com/private/app:1.0"}]}});
     let r = wh.review(&create_review("f", &pod)).await;
     assert_eq!(reasons(&r)["app"], "Ok", "{r}");
-    let secret_requests = api
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|t| t.starts_with("/api/v1/secrets"))
-        .count();
+    let secret_requests = api.requests.lock().unwrap().iter().filter(|t| t.starts_with("/api/v1/secrets")).count();
     assert_eq!(secret_requests, before, "--no-secrets reads no Secret");
 }
 
@@ -355,39 +246,20 @@ async fn a_hung_registry_never_makes_a_review_miss_its_deadline() {
     let env = Env::start(Options::default()).await;
     let api = cluster().await;
     let hang = Server::start("127.0.0.1", |_| Action::Hang).await;
-    let cfg = env.config(&format!(
-        "  fault.example.com:\n    endpoint: {}\nlookupTimeout: 30s\n",
-        hang.url()
-    ));
+    let cfg = env.config(&format!("  fault.example.com:\n    endpoint: {}\nlookupTimeout: 30s\n", hang.url()));
     let wh = Webhook::start(&cfg, &api, &["--deadline-margin", "1s"]).await;
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "production"},
         "spec": {"containers": [{"name": "app", "image": "fault.example.com/team/app:1.0"}, {"name": "web", "image": "nginx:1.25.3"}]}});
     let start = Instant::now();
-    let resp = wh
-        .client
-        .post(wh.url("3s"))
-        .json(&create_review("h", &pod))
-        .send()
-        .await
-        .unwrap();
+    let resp = wh.client.post(wh.url("3s")).json(&create_review("h", &pod)).send().await.unwrap();
     let took = start.elapsed();
     let r: Value = resp.json().await.unwrap();
     let r = &r["response"];
-    assert!(
-        took < Duration::from_secs(3),
-        "answered after {took:?}; the API server gives up at 3s"
-    );
-    assert!(
-        took >= Duration::from_millis(1500),
-        "the lookup had its budget ({took:?})"
-    );
+    assert!(took < Duration::from_secs(3), "answered after {took:?}; the API server gives up at 3s");
+    assert!(took >= Duration::from_millis(1500), "the lookup had its budget ({took:?})");
     assert_eq!(r["allowed"], true, "fail-open: {r}");
     assert_eq!(reasons(r)["app"], "RegistryUnreachable");
-    assert_eq!(
-        reasons(r)["web"],
-        "Ok",
-        "the healthy registry's answer is kept"
-    );
+    assert_eq!(reasons(r)["web"], "Ok", "the healthy registry's answer is kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,10 +269,7 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     let wh = Webhook::start(&env.config(""), &api, &[]).await;
     let bad: &[(&str, &str)] = &[
         ("{not json", "cannot read the AdmissionReview"),
-        (
-            "{\"kind\":\"AdmissionReview\",\"apiVersion\":\"admission.k8s.io/v1\"}",
-            "no request",
-        ),
+        ("{\"kind\":\"AdmissionReview\",\"apiVersion\":\"admission.k8s.io/v1\"}", "no request"),
     ];
     for (body, says) in bad {
         let resp = wh
@@ -417,37 +286,19 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     }
     // A review without Content-Type is still read.
     let body = serde_json::to_vec(&admission("pod-create-ok.json")).unwrap();
-    let resp = wh
-        .client
-        .post(wh.url("10s"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = wh.client.post(wh.url("10s")).body(body).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     // A body larger than any object the API server admits is refused, and the server stays up.
     let huge = vec![b' '; 9 * 1024 * 1024];
-    let resp = wh
-        .client
-        .post(wh.url("10s"))
-        .body(huge)
-        .send()
-        .await
-        .unwrap();
+    let resp = wh.client.post(wh.url("10s")).body(huge).send().await.unwrap();
     assert_eq!(resp.status(), 413);
-    assert_eq!(
-        wh.review(&admission("pod-create-ok.json")).await["allowed"],
-        true
-    );
+    assert_eq!(wh.review(&admission("pod-create-ok.json")).await["allowed"], true);
 }
 
 fn pem_der(path: &std::path::Path) -> Vec<u8> {
     let pem = std::fs::read_to_string(path).unwrap();
-    let b64: String = pem
-        .lines()
-        .take_while(|l| !l.starts_with("-----END"))
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
+    let b64: String =
+        pem.lines().take_while(|l| !l.starts_with("-----END")).filter(|l| !l.starts_with("-----")).collect();
     base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap()
 }
 
@@ -474,28 +325,16 @@ async fn certificate_rotation_under_load_fails_no_handshake() {
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let bundle = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD,
-        run.stdout.trim(),
-    )
-    .unwrap();
-    assert_eq!(
-        bundle,
-        std::fs::read(next.join("ca.crt")).unwrap(),
-        "the printed caBundle is the CA"
-    );
+    let bundle = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, run.stdout.trim()).unwrap();
+    assert_eq!(bundle, std::fs::read(next.join("ca.crt")).unwrap(), "the printed caBundle is the CA");
     let client = tls_client(&[&next.join("ca.crt")]);
-    let (old_der, new_der) = (
-        pem_der(&support::fixtures().join("pki/registry.pem")),
-        pem_der(&next.join("tls.crt")),
-    );
+    let (old_der, new_der) = (pem_der(&support::fixtures().join("pki/registry.pem")), pem_der(&next.join("tls.crt")));
 
     let body = admission("pod-create-ok.json");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load: Vec<_> = (0..4)
         .map(|_| {
-            let (client, body, stop, url) =
-                (client.clone(), body.clone(), stop.clone(), wh.url("10s"));
+            let (client, body, stop, url) = (client.clone(), body.clone(), stop.clone(), wh.url("10s"));
             tokio::spawn(async move {
                 let (mut seen, mut failed) = (vec![], vec![]);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -532,20 +371,9 @@ async fn certificate_rotation_under_load_fails_no_handshake() {
         seen.extend(s);
         failed.extend(f);
     }
-    assert!(
-        failed.is_empty(),
-        "{} failed requests, e.g. {:?}",
-        failed.len(),
-        failed.first()
-    );
-    assert!(
-        seen.contains(&old_der),
-        "the old certificate served before the swap"
-    );
-    assert!(
-        seen.last() == Some(&new_der),
-        "the new certificate serves after the swap"
-    );
+    assert!(failed.is_empty(), "{} failed requests, e.g. {:?}", failed.len(), failed.first());
+    assert!(seen.contains(&old_der), "the old certificate served before the swap");
+    assert!(seen.last() == Some(&new_der), "the new certificate serves after the swap");
     assert!(seen.len() > 20, "under load: {} requests", seen.len());
 }
 
@@ -569,11 +397,8 @@ async fn sigterm_during_load_loses_no_review() {
         )
     })
     .await;
-    let cfg = env.config(&format!(
-        "  slow.example.com:\n    endpoint: {}\n",
-        slow.url()
-    ));
-    let mut wh = Webhook::start(&cfg, &api, &["--drain-timeout", "10s"]).await;
+    let cfg = env.config(&format!("  slow.example.com:\n    endpoint: {}\n", slow.url()));
+    let mut wh = Webhook::start(&cfg, &api, &["--drain-timeout", "10s", "--shutdown-delay", "1s"]).await;
     let reviews: Vec<_> = (0..30)
         .map(|i| {
             let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p{i}"), "namespace": "production"},
@@ -583,26 +408,54 @@ async fn sigterm_during_load_loses_no_review() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &wh.pid().to_string()])
-        .status()
-        .unwrap();
+    let kill = std::process::Command::new("kill").args(["-TERM", &wh.pid().to_string()]).status().unwrap();
     assert!(kill.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = reqwest::get(format!("http://127.0.0.1:{}/readyz", wh.metrics_port)).await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready once SIGTERM arrived");
     let mut statuses = vec![];
     for r in reviews {
         statuses.push(r.await.unwrap());
     }
     let lost: Vec<_> = statuses.iter().filter(|s| !matches!(s, Ok(200))).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of 30 reviews lost: {:?}\n{}",
-        lost.len(),
-        lost.first(),
-        wh.logs()
-    );
-    let status = wh
-        .wait_exit(Duration::from_secs(15))
-        .await
-        .expect("the server exits after draining");
+    assert!(lost.is_empty(), "{} of 30 reviews lost: {:?}\n{}", lost.len(), lost.first(), wh.logs());
+    let status = wh.wait_exit(Duration::from_secs(15)).await.expect("the server exits after draining");
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_node_inventory_decides_platform_verdicts() {
+    let env = Env::start(Options::default()).await;
+    let api = cluster().await;
+    let wh = Webhook::start(&env.config(""), &api, &[]).await;
+    let pod = |image: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "production"},
+               "spec": {"containers": [{"name": "app", "image": image}]}})
+    };
+    let verdict = |r: &Value| (r["allowed"].as_bool().unwrap(), reasons(r)["app"].clone(), r["warnings"].is_array());
+    // amd64 nodes only: an arm64-only image fails everywhere.
+    let r = wh.review(&create_review("a", &pod("team/arm-only:1.0"))).await;
+    assert_eq!(verdict(&r), (false, "PlatformMismatch".into(), false), "{r}");
+
+    // An arm64 node joins: now it fails only on some nodes, a warning.
+    api.apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-arm",
+        "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "arm64"}}}));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut r = wh.review(&create_review("b", &pod("team/arm-only:1.0"))).await;
+    while r["allowed"] == false && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r = wh.review(&create_review("b", &pod("team/arm-only:1.0"))).await;
+    }
+    assert_eq!(verdict(&r), (true, "PlatformMismatch".into(), true), "{r}");
+    assert!(r["warnings"][0].as_str().unwrap().contains("linux/amd64"), "{r}");
+
+    // The amd64 node leaves: the arm64-only image now fits every node.
+    api.delete("Node", "", "node-1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut r = wh.review(&create_review("c", &pod("team/arm-only:1.0"))).await;
+    while reasons(&r)["app"] != "Ok" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r = wh.review(&create_review("c", &pod("team/arm-only:1.0"))).await;
+    }
+    assert_eq!(verdict(&r), (true, "Ok".into(), false), "{r}");
 }

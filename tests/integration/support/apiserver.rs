@@ -74,23 +74,14 @@ impl ApiServer {
                 tokio::spawn(serve_connection(sock, st.clone(), ev.clone(), rq.clone()));
             }
         });
-        Self {
-            addr,
-            state,
-            events,
-            requests,
-            task,
-        }
+        Self { addr, state, events, requests, task }
     }
 
     /// Creates or replaces an object (it must carry apiVersion, kind and metadata.name).
     pub fn apply(&self, mut obj: Value) {
         let kind = obj["kind"].as_str().unwrap().to_string();
         let resource = resource_of(&kind).to_string();
-        let ns = obj["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
         let name = obj["metadata"]["name"].as_str().unwrap().to_string();
         let mut st = self.state.lock().unwrap();
         st.rv += 1;
@@ -98,17 +89,8 @@ impl ApiServer {
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         obj["metadata"]["uid"] = json!(format!("uid-{resource}-{ns}-{name}"));
         let key = (resource.clone(), ns, name);
-        let kind = if st.objects.insert(key, obj.clone()).is_some() {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        let e = Event {
-            rv,
-            resource,
-            kind,
-            object: obj,
-        };
+        let kind = if st.objects.insert(key, obj.clone()).is_some() { "MODIFIED" } else { "ADDED" };
+        let e = Event { rv, resource, kind, object: obj };
         st.log.push(e.clone());
         let _ = self.events.send(e);
     }
@@ -116,21 +98,13 @@ impl ApiServer {
     pub fn delete(&self, kind: &str, namespace: &str, name: &str) {
         let resource = resource_of(kind).to_string();
         let mut st = self.state.lock().unwrap();
-        let Some(mut obj) = st
-            .objects
-            .remove(&(resource.clone(), namespace.into(), name.into()))
-        else {
+        let Some(mut obj) = st.objects.remove(&(resource.clone(), namespace.into(), name.into())) else {
             return;
         };
         st.rv += 1;
         let rv = st.rv;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let e = Event {
-            rv,
-            resource,
-            kind: "DELETED",
-            object: obj,
-        };
+        let e = Event { rv, resource, kind: "DELETED", object: obj };
         st.log.push(e.clone());
         let _ = self.events.send(e);
     }
@@ -173,9 +147,7 @@ async fn serve_connection(
             if reader.read_line(&mut h).await.unwrap_or(0) == 0 || h == "\r\n" {
                 break;
             }
-            if h.to_ascii_lowercase().starts_with("accept:")
-                && h.contains("as=PartialObjectMetadata")
-            {
+            if h.to_ascii_lowercase().starts_with("accept:") && h.contains("as=PartialObjectMetadata") {
                 metadata_only = true;
             }
         }
@@ -191,26 +163,12 @@ async fn serve_connection(
         let q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
         let resource = url.path().trim_start_matches("/api/v1/").to_string();
         let selector = q.get("fieldSelector").cloned();
-        if q.get("watch").map(String::as_str) == Some("true")
-            || q.get("watch").map(String::as_str) == Some("1")
-        {
-            let since: u64 = q
-                .get("resourceVersion")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let timeout = q
-                .get("timeoutSeconds")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(290u64);
+        if q.get("watch").map(String::as_str) == Some("true") || q.get("watch").map(String::as_str) == Some("1") {
+            let since: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let timeout = q.get("timeoutSeconds").and_then(|v| v.parse().ok()).unwrap_or(290u64);
             let mut rx = events.subscribe();
-            let backlog: Vec<Event> = state
-                .lock()
-                .unwrap()
-                .log
-                .iter()
-                .filter(|e| e.rv > since && e.resource == resource)
-                .cloned()
-                .collect();
+            let backlog: Vec<Event> =
+                state.lock().unwrap().log.iter().filter(|e| e.rv > since && e.resource == resource).cloned().collect();
             let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
             if write.write_all(head.as_bytes()).await.is_err() {
                 return;
@@ -220,10 +178,7 @@ async fn serve_connection(
                 let line = format!("{}\n", json!({"type": e.kind, "object": shape(&e.object)}));
                 format!("{:x}\r\n{line}\r\n", line.len())
             };
-            for e in backlog
-                .iter()
-                .filter(|e| matches(selector.as_deref(), &e.object))
-            {
+            for e in backlog.iter().filter(|e| matches(selector.as_deref(), &e.object)) {
                 last = last.max(e.rv);
                 if write.write_all(send(e).as_bytes()).await.is_err() {
                     return;
@@ -265,11 +220,8 @@ async fn serve_connection(
             "namespaces" => "NamespaceList",
             _ => "List",
         };
-        let (kind, api_version) = if metadata_only {
-            ("PartialObjectMetadataList", "meta.k8s.io/v1")
-        } else {
-            (kind, "v1")
-        };
+        let (kind, api_version) =
+            if metadata_only { ("PartialObjectMetadataList", "meta.k8s.io/v1") } else { (kind, "v1") };
         let body = json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv.to_string()}, "items": items}).to_string();
         let resp = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

@@ -17,10 +17,7 @@ pub struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn path(&self) -> &str {
@@ -29,9 +26,7 @@ impl Request {
 
     pub fn query(&self, key: &str) -> Option<String> {
         let q = self.target.split_once('?')?.1;
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.into_owned())
+        url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
     }
 }
 
@@ -43,11 +38,7 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16) -> Self {
-        Self {
-            status,
-            headers: vec![],
-            body: vec![],
-        }
+        Self { status, headers: vec![], body: vec![] }
     }
     pub fn header(mut self, k: &str, v: &str) -> Self {
         self.headers.push((k.into(), v.into()));
@@ -91,10 +82,7 @@ impl Drop for Server {
 
 impl Server {
     /// Serves on `ip`:0 (any 127.0.0.0/8 address) until dropped.
-    pub async fn start(
-        ip: &str,
-        handler: impl Fn(&Request) -> Action + Send + Sync + 'static,
-    ) -> Self {
+    pub async fn start(ip: &str, handler: impl Fn(&Request) -> Action + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind((ip, 0)).await.expect("bind test server");
         let addr = listener.local_addr().unwrap();
         let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
@@ -126,11 +114,7 @@ impl Server {
                         .filter_map(|l| l.split_once(':'))
                         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
                         .collect();
-                    let req = Request {
-                        method,
-                        target,
-                        headers,
-                    };
+                    let req = Request { method, target, headers };
                     recorded.lock().unwrap().push(req.clone());
                     match handler(&req) {
                         Action::Respond(resp) => {
@@ -157,11 +141,7 @@ impl Server {
                 });
             }
         });
-        Self {
-            addr,
-            requests,
-            task,
-        }
+        Self { addr, requests, task }
     }
 
     pub fn url(&self) -> String {
@@ -174,11 +154,7 @@ impl Server {
 }
 
 fn encode(req: &Request, resp: &Response) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {} X\r\nConnection: close\r\nContent-Length: {}\r\n",
-        resp.status,
-        resp.body.len()
-    );
+    let mut out = format!("HTTP/1.1 {} X\r\nConnection: close\r\nContent-Length: {}\r\n", resp.status, resp.body.len());
     for (k, v) in &resp.headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }

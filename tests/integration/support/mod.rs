@@ -64,32 +64,16 @@ impl Env {
         let (ghcr, issuer) = if o.token {
             let issuer = token::start_issuer().await;
             let realm = format!("{}/token", issuer.url());
-            (
-                Some(
-                    Registry::start("ghcr", dir.path(), &storage, Auth::Token { realm }, false)
-                        .await,
-                ),
-                Some(issuer),
-            )
+            (Some(Registry::start("ghcr", dir.path(), &storage, Auth::Token { realm }, false).await), Some(issuer))
         } else {
             (None, None)
         };
-        Env {
-            dir,
-            hub,
-            private,
-            ghcr,
-            issuer,
-            seeded,
-        }
+        Env { dir, hub, private, ghcr, issuer, seeded }
     }
 
     /// Writes a pullguard config that routes the test registries' names here; `extra` is appended as is.
     pub fn config(&self, extra: &str) -> PathBuf {
-        let mut cfg = format!(
-            "registries:\n  docker.io:\n    endpoint: {}\n",
-            self.hub.url()
-        );
+        let mut cfg = format!("registries:\n  docker.io:\n    endpoint: {}\n", self.hub.url());
         if let Some(p) = &self.private {
             cfg.push_str(&format!(
                 "  registry.example.com:\n    endpoint: {}\n    ca: {}\n",
@@ -101,10 +85,7 @@ impl Env {
             cfg.push_str(&format!("  ghcr.io:\n    endpoint: {}\n", g.url()));
         }
         cfg.push_str(extra);
-        let path = self
-            .dir
-            .path()
-            .join(format!("pullguard-{}.yaml", fastrand_suffix()));
+        let path = self.dir.path().join(format!("pullguard-{}.yaml", fastrand_suffix()));
         std::fs::write(&path, cfg).unwrap();
         path
     }
@@ -117,11 +98,7 @@ impl Env {
 
 pub fn engine_from(config: &Path) -> Engine<RegistryClient> {
     install_crypto();
-    let args = pullguard::cli::EngineArgs {
-        config: Some(config.to_path_buf()),
-        mode: None,
-        platforms: vec![],
-    };
+    let args = pullguard::cli::EngineArgs { config: Some(config.to_path_buf()), mode: None, platforms: vec![] };
     let cfg = pullguard::cli::check::load_config(&args).unwrap();
     pullguard::cli::check::build_engine(&cfg, false).unwrap()
 }
@@ -140,9 +117,7 @@ pub fn load(paths: &[PathBuf], namespace: &str) -> (Snapshot, Vec<pullguard::wor
     let mut workloads = vec![];
     for d in &docs {
         snap.add_object(&d.value, namespace).unwrap();
-        if let Some(mut w) =
-            pullguard::workload::Workload::from_object(&d.value, namespace).unwrap()
-        {
+        if let Some(mut w) = pullguard::workload::Workload::from_object(&d.value, namespace).unwrap() {
             w.object.file = Some(d.file.clone());
             w.object.document = Some(d.index);
             workloads.push(w);
@@ -165,11 +140,7 @@ pub async fn run_engine(
 }
 
 /// Finds the result for `object/container`.
-pub fn result<'a>(
-    results: &'a [ContainerResult],
-    object: &str,
-    container: &str,
-) -> &'a ContainerResult {
+pub fn result<'a>(results: &'a [ContainerResult], object: &str, container: &str) -> &'a ContainerResult {
     results
         .iter()
         .find(|r| r.object.name == object && r.container == container)
@@ -185,9 +156,8 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("stdout is not JSON ({e}): {}\n{}", self.stdout, self.stderr)
-        })
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\n{}", self.stdout, self.stderr))
     }
 }
 
@@ -225,9 +195,7 @@ pub async fn pullguard_env(args: &[&str], stdin: Option<&str>, env: &[(&str, &st
 pub fn dockerconfigjson_b64(registry: &str, user: &str, password: &str) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
     let auth = b64.encode(format!("{user}:{password}"));
-    b64.encode(format!(
-        r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#
-    ))
+    b64.encode(format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#))
 }
 
 pub fn arc<T>(t: T) -> Arc<T> {
@@ -236,13 +204,8 @@ pub fn arc<T>(t: T) -> Arc<T> {
 
 /// The `pullguard` binary: Cargo names it for integration tests; the demo finds it beside its own exe.
 pub fn binary() -> PathBuf {
-    option_env!("CARGO_BIN_EXE_pullguard")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let exe = std::env::current_exe().unwrap_or_default();
-            exe.ancestors()
-                .nth(2)
-                .unwrap_or(Path::new("."))
-                .join("pullguard")
-        })
+    option_env!("CARGO_BIN_EXE_pullguard").map(PathBuf::from).unwrap_or_else(|| {
+        let exe = std::env::current_exe().unwrap_or_default();
+        exe.ancestors().nth(2).unwrap_or(Path::new(".")).join("pullguard")
+    })
 }

@@ -26,11 +26,7 @@ impl Drop for Registry {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Registry {
@@ -76,22 +72,15 @@ impl Registry {
                 .stderr(Stdio::from(out))
                 .spawn()
                 .expect("docker-registry is installed (apt-get install docker-registry)");
-            let mut reg = Registry {
-                addr,
-                tls,
-                child,
-                log,
-            };
+            let mut reg = Registry { addr, tls, child, log };
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if tokio::net::TcpStream::connect(addr).await.is_ok() {
                     return reg;
                 }
                 if let Ok(Some(status)) = reg.child.try_wait() {
-                    last_err = format!(
-                        "exited with {status}: {}",
-                        std::fs::read_to_string(&reg.log).unwrap_or_default()
-                    );
+                    last_err =
+                        format!("exited with {status}: {}", std::fs::read_to_string(&reg.log).unwrap_or_default());
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -101,11 +90,7 @@ impl Registry {
     }
 
     pub fn url(&self) -> String {
-        format!(
-            "{}://{}",
-            if self.tls { "https" } else { "http" },
-            self.addr
-        )
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
     }
 
     /// Requests seen so far, from the access log: `"METHOD /path"` with status, e.g. `HEAD /v2/x/manifests/1 200`.

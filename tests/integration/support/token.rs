@@ -24,9 +24,7 @@ pub fn users() -> Vec<(&'static str, &'static str)> {
 fn allowed(user: Option<&str>, repo: &str) -> bool {
     match user {
         Some("alice") => true,
-        Some("bob") => {
-            repo.starts_with("team/") || repo.starts_with("library/") || repo.starts_with("public/")
-        }
+        Some("bob") => repo.starts_with("team/") || repo.starts_with("library/") || repo.starts_with("public/"),
         _ => repo.starts_with("library/") || repo.starts_with("public/"),
     }
 }
@@ -44,19 +42,14 @@ pub async fn start_issuer() -> Server {
     let x5c = STANDARD.encode(pem_der(&cert_pem));
     let counter = AtomicU64::new(0);
     Server::start("127.0.0.1", move |req: &Request| {
-        let user = match req
-            .header("authorization")
-            .and_then(|h| h.strip_prefix("Basic "))
-        {
+        let user = match req.header("authorization").and_then(|h| h.strip_prefix("Basic ")) {
             None => None,
             Some(b64) => {
-                let decoded =
-                    String::from_utf8(STANDARD.decode(b64).unwrap_or_default()).unwrap_or_default();
+                let decoded = String::from_utf8(STANDARD.decode(b64).unwrap_or_default()).unwrap_or_default();
                 let (u, p) = decoded.split_once(':').unwrap_or_default();
                 if !users().iter().any(|(uu, pp)| *uu == u && *pp == p) {
                     return Action::Respond(
-                        Response::new(401)
-                            .json(&json!({"details": "incorrect username or password"})),
+                        Response::new(401).json(&json!({"details": "incorrect username or password"})),
                     );
                 }
                 Some(u.to_string())
@@ -68,10 +61,7 @@ pub async fn start_issuer() -> Server {
         if parts.len() == 3 && parts[0] == "repository" && allowed(user.as_deref(), parts[1]) {
             access.push(json!({"type": "repository", "name": parts[1], "actions": ["pull"]}));
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         let header = json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
         let claims = json!({
             "iss": ISSUER, "sub": user.clone().unwrap_or_default(), "aud": SERVICE,
@@ -92,9 +82,7 @@ pub async fn start_issuer() -> Server {
         )
         .expect("sign");
         let jwt = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig));
-        Action::Respond(
-            Response::new(200).json(&json!({"token": jwt, "access_token": jwt, "expires_in": 300})),
-        )
+        Action::Respond(Response::new(200).json(&json!({"token": jwt, "access_token": jwt, "expires_in": 300})))
     })
     .await
 }

@@ -24,19 +24,12 @@ impl Drop for Webhook {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A TLS client trusting the test CA (and any extra CA files).
 pub fn tls_client(extra_cas: &[&Path]) -> reqwest::Client {
-    let mut b = reqwest::Client::builder()
-        .no_proxy()
-        .tls_info(true)
-        .pool_max_idle_per_host(0);
+    let mut b = reqwest::Client::builder().no_proxy().tls_info(true).pool_max_idle_per_host(0);
     let mut cas = vec![super::fixtures().join("pki/ca.pem")];
     cas.extend(extra_cas.iter().map(|p| p.to_path_buf()));
     for ca in cas {
@@ -87,14 +80,7 @@ impl Webhook {
             .stderr(std::process::Stdio::from(out))
             .spawn()
             .unwrap();
-        let wh = Self {
-            child,
-            port,
-            metrics_port,
-            client: tls_client(&[]),
-            dir,
-            log,
-        };
+        let wh = Self { child, port, metrics_port, client: tls_client(&[]), dir, log };
         wh.wait_ready().await;
         wh
     }
@@ -103,11 +89,7 @@ impl Webhook {
         let plain = reqwest::Client::builder().no_proxy().build().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(r) = plain
-                .get(format!("http://127.0.0.1:{}/readyz", self.metrics_port))
-                .send()
-                .await
-            {
+            if let Ok(r) = plain.get(format!("http://127.0.0.1:{}/readyz", self.metrics_port)).send().await {
                 if r.status() == 200 {
                     return;
                 }
@@ -142,12 +124,7 @@ impl Webhook {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port)).await.unwrap().text().await.unwrap()
     }
 
     pub fn pid(&self) -> u32 {
@@ -155,10 +132,7 @@ impl Webhook {
     }
 
     pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        tokio::time::timeout(within, self.child.wait())
-            .await
-            .ok()
-            .and_then(Result::ok)
+        tokio::time::timeout(within, self.child.wait()).await.ok().and_then(Result::ok)
     }
 }
 
@@ -185,9 +159,6 @@ pub fn reasons(response: &Value) -> std::collections::BTreeMap<String, String> {
         .unwrap_or_default()
         .split(',')
         .filter(|s| !s.is_empty())
-        .filter_map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
         .collect()
 }
