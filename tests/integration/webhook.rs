@@ -459,3 +459,52 @@ async fn the_live_node_inventory_decides_platform_verdicts() {
     }
     assert_eq!(verdict(&r), (true, "Ok".into(), false), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_only_after_the_cluster_state_synced() {
+    let env = Env::start(Options::default()).await;
+    let api = cluster().await;
+    api.hold_lists.store(true, std::sync::atomic::Ordering::SeqCst);
+    let wh = Webhook::spawn(&env.config(""), &api, &[], "info");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while wh.readyz().await.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(wh.readyz().await, Some(503), "not ready while the lists are pending");
+    api.hold_lists.store(false, std::sync::atomic::Ordering::SeqCst);
+    wh.wait_ready().await;
+    assert_eq!(wh.readyz().await, Some(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_webhook_logs_at_trace_level() {
+    let env = Env::start(Options { private: true, token: true }).await;
+    let api = cluster().await;
+    let wh = Webhook::spawn(&env.config(""), &api, &[], "trace");
+    wh.wait_ready().await;
+    let file = support::fixtures().join("manifests/causes.yaml");
+    let (docs, _) = pullguard::input::load(&[file]);
+    for (i, d) in docs.iter().enumerate() {
+        if pullguard::workload::pod_spec_path(d.value["kind"].as_str().unwrap()).is_some() {
+            wh.review(&create_review(&format!("t{i}"), &d.value)).await;
+        }
+    }
+    let logs = wh.logs();
+    assert!(logs.len() > 10_000, "trace logging is on ({} bytes)", logs.len());
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for secret in ["alice-password", "bob-password", "expired-password", "not-bobs-password"] {
+        assert!(!logs.contains(secret), "{secret} leaked");
+        for user in ["alice", "bob"] {
+            let encoded = base64::Engine::encode(&b64, format!("{user}:{secret}"));
+            assert!(!logs.contains(&encoded), "base64 of {user}:{secret} leaked");
+        }
+    }
+    // The Secrets' payloads as the API stand-in served them.
+    for d in docs.iter().filter(|d| d.value["kind"] == "Secret") {
+        if let Some(payload) = d.value["data"][".dockerconfigjson"].as_str() {
+            assert!(!logs.contains(payload), "a .dockerconfigjson payload leaked");
+        }
+    }
+    assert!(!logs.contains("eyJ"), "a JWT leaked");
+}

@@ -32,6 +32,8 @@ pub struct ApiServer {
     state: Arc<Mutex<State>>,
     events: broadcast::Sender<Event>,
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// While true, list requests wait: the cluster looks slow to sync.
+    pub hold_lists: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -65,16 +67,17 @@ impl ApiServer {
         let state: Arc<Mutex<State>> = Arc::default();
         let (events, _) = broadcast::channel(1024);
         let requests: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (st, ev, rq) = (state.clone(), events.clone(), requests.clone());
+        let hold_lists: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let (st, ev, rq, hold) = (state.clone(), events.clone(), requests.clone(), hold_lists.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
                     return;
                 };
-                tokio::spawn(serve_connection(sock, st.clone(), ev.clone(), rq.clone()));
+                tokio::spawn(serve_connection(sock, st.clone(), ev.clone(), rq.clone(), hold.clone()));
             }
         });
-        Self { addr, state, events, requests, task }
+        Self { addr, state, events, requests, hold_lists, task }
     }
 
     /// Creates or replaces an object (it must carry apiVersion, kind and metadata.name).
@@ -131,6 +134,7 @@ async fn serve_connection(
     state: Arc<Mutex<State>>,
     events: broadcast::Sender<Event>,
     requests: Arc<Mutex<Vec<String>>>,
+    hold: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let (read, mut write) = sock.into_split();
     let mut reader = BufReader::new(read);
@@ -202,6 +206,9 @@ async fn serve_connection(
             }
             let _ = write.write_all(b"0\r\n\r\n").await;
             continue;
+        }
+        while hold.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let (rv, items): (u64, Vec<Value>) = {
             let st = state.lock().unwrap();

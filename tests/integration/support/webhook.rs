@@ -42,6 +42,13 @@ pub fn tls_client(extra_cas: &[&Path]) -> reqwest::Client {
 impl Webhook {
     /// Starts `pullguard serve` with `config` (a pullguard config file) and extra arguments; waits for /readyz.
     pub async fn start(config: &Path, api: &ApiServer, extra: &[&str]) -> Self {
+        let wh = Self::spawn(config, api, extra, "debug");
+        wh.wait_ready().await;
+        wh
+    }
+
+    /// Starts `pullguard serve` with this log level, without waiting for it to be ready.
+    pub fn spawn(config: &Path, api: &ApiServer, extra: &[&str], log_level: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pki = super::fixtures().join("pki");
         std::fs::copy(pki.join("registry.pem"), dir.path().join("tls.crt")).unwrap();
@@ -74,15 +81,23 @@ impl Webhook {
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = tokio::process::Command::new(super::binary())
             .args(&args)
-            .env("PULLGUARD_LOG", "debug")
+            .env("PULLGUARD_LOG", log_level)
             .env_remove("PULLGUARD_CONFIG")
             .stdout(std::process::Stdio::from(out.try_clone().unwrap()))
             .stderr(std::process::Stdio::from(out))
             .spawn()
             .unwrap();
-        let wh = Self { child, port, metrics_port, client: tls_client(&[]), dir, log };
-        wh.wait_ready().await;
-        wh
+        Self { child, port, metrics_port, client: tls_client(&[]), dir, log }
+    }
+
+    pub async fn readyz(&self) -> Option<u16> {
+        let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+        plain
+            .get(format!("http://127.0.0.1:{}/readyz", self.metrics_port))
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
     }
 
     pub async fn wait_ready(&self) {
