@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod engine;
+pub mod fuzzing;
 pub mod input;
 pub mod platform;
 pub mod policy;

@@ -77,6 +77,9 @@ pub struct AppState<R> {
     pub cluster: Arc<dyn ClusterState>,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
+    /// Reviews evaluated at once. A review waits for a slot only until its deadline, then is admitted
+    /// unchecked: a queue must never make the API server time out.
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// `POST /validate`.
@@ -84,12 +87,26 @@ pub fn router<R: Registry>(state: Arc<AppState<R>>) -> Router {
     Router::new().route("/validate", post(validate::<R>)).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(state)
 }
 
+/// When a request reached the server, before any queueing: the API server's timeout runs from then.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrival(pub Instant);
+
+/// Stamps [`Arrival`] on every request. Layer it outside any concurrency limit, so that time spent waiting
+/// for a slot counts against the review's deadline.
+pub async fn stamp_arrival(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.extensions().get::<Arrival>().is_none() {
+        req.extensions_mut().insert(Arrival(Instant::now()));
+    }
+    next.run(req).await
+}
+
 async fn validate<R: Registry>(
     State(state): State<Arc<AppState<R>>>,
     Query(query): Query<HashMap<String, String>>,
+    arrival: Option<axum::Extension<Arrival>>,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
+    let started = arrival.map_or_else(Instant::now, |a| a.0.0);
     // Read the body ourselves: the API server sends application/json, but a missing header must not turn a
     // review into an unexplained 415.
     let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
@@ -108,7 +125,13 @@ async fn validate<R: Registry>(
     };
     let timeout = query.get("timeout").and_then(|t| parse_go_duration(t)).unwrap_or(state.settings.default_timeout);
     let deadline = started + timeout.saturating_sub(state.settings.deadline_margin);
-    let response = review_request(&state, &request, deadline).await;
+    let response = match tokio::time::timeout_at(deadline, state.slots.clone().acquire_owned()).await {
+        Ok(Ok(_slot)) => review_request(&state, &request, deadline).await,
+        _ => {
+            warn!(uid = %request.uid, "overloaded: admitted without a check");
+            overloaded(&request)
+        }
+    };
     let elapsed = started.elapsed();
     state.metrics.latency.observe(elapsed.as_secs_f64());
     let verdict = response.verdict;
@@ -134,6 +157,14 @@ async fn validate<R: Registry>(
         "decision"
     );
     axum::Json(response.response.into_review()).into_response()
+}
+
+/// Fail-open answer when no slot frees up before the deadline.
+fn overloaded(request: &AdmissionRequest<DynamicObject>) -> Reviewed {
+    let mut response = AdmissionResponse::from(request);
+    response.audit_annotations.insert("skipped".into(), "overloaded".into());
+    response.warnings = Some(vec!["pullguard: overloaded; the images were not checked".into()]);
+    Reviewed { response, verdict: "skip", reasons: String::new(), results: vec![] }
 }
 
 /// A response and what to log about it.

@@ -97,7 +97,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     };
     let (cache_stats, registry_stats) = engine.stats();
     let metrics = Arc::new(Metrics::new(cache_stats, registry_stats));
-    let state = Arc::new(AppState { engine, cluster, settings, metrics });
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.max_concurrency.max(1)));
+    let state = Arc::new(AppState { engine, cluster, settings, metrics, slots });
     let opts = ServerOptions {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
@@ -106,7 +107,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         cert_reload_interval: args.cert_reload_interval.0,
         drain_timeout: args.drain_timeout.0,
         shutdown_delay: args.shutdown_delay.0,
-        max_concurrency: args.max_concurrency,
     };
     server::run(state, opts).await?;
     Ok(0)

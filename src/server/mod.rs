@@ -36,7 +36,6 @@ pub struct ServerOptions {
     /// After SIGTERM, keep accepting this long (while /readyz says 503) so that endpoint removal reaches
     /// the API server before the listener closes.
     pub shutdown_delay: Duration,
-    pub max_concurrency: usize,
 }
 
 #[derive(Clone)]
@@ -76,7 +75,6 @@ pub async fn run<R: Registry>(state: Arc<AppState<R>>, opts: ServerOptions) -> a
         cert_reload_interval,
         drain_timeout,
         shutdown_delay,
-        max_concurrency,
     } = opts;
     let tls = RustlsConfig::from_pem_file(&tls_cert, &tls_key)
         .await
@@ -93,8 +91,8 @@ pub async fn run<R: Registry>(state: Arc<AppState<R>>, opts: ServerOptions) -> a
         }))
         .layer(tower::timeout::TimeoutLayer::new(REQUEST_TIMEOUT));
     let app = admission::router(state)
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(max_concurrency))
         .layer(request_timeout)
+        .layer(axum::middleware::from_fn(admission::stamp_arrival))
         .merge(probes_router(probes.clone()));
 
     let metrics_listener = tokio::net::TcpListener::bind(metrics_listen)

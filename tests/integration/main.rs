@@ -6,5 +6,12 @@ mod support;
 mod causes;
 mod check_cli;
 mod economy;
+mod drills;
 mod faults;
+mod fuzz_corpus;
 mod webhook;
+
+/// The webhook tests' cluster, shared with the drills.
+pub(crate) async fn webhook_cluster() -> support::apiserver::ApiServer {
+    webhook::cluster().await
+}

@@ -16,7 +16,7 @@ fn admission(name: &str) -> Value {
 }
 
 /// The cluster the tests run against: the Secrets and ServiceAccounts of causes.yaml, namespaces, one amd64 node.
-async fn cluster() -> ApiServer {
+pub(crate) async fn cluster() -> ApiServer {
     let api = ApiServer::start().await;
     let (docs, errors) = pullguard::input::load(&[support::fixtures().join("manifests/causes.yaml")]);
     assert!(errors.is_empty());
