@@ -81,9 +81,14 @@ impl Registry for FixtureRegistry {
     async fn resolve(&self, r: &Reference, credential: Option<&Credential>) -> Result<Resolved, Failure> {
         let h = r.to_string().bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
         match h % 8 {
-            0 => Err(Failure::TagNotFound { tag: r.tag.clone().unwrap_or_default(), tags: vec!["latest".into(), "v1.2.3".into()] }),
+            0 => Err(Failure::TagNotFound {
+                tag: r.tag.clone().unwrap_or_default(),
+                tags: vec!["latest".into(), "v1.2.3".into()],
+            }),
             1 => Err(Failure::RepositoryNotFound),
-            2 => Err(Failure::Unauthorized { credential_sent: credential.is_some(), status: 401, detail: String::new() }),
+            2 => {
+                Err(Failure::Unauthorized { credential_sent: credential.is_some(), status: 401, detail: String::new() })
+            }
             3 => Err(Failure::RateLimited { retry_after: None }),
             4 => Err(Failure::Unreachable { detail: "fixture".into() }),
             _ => Ok(Resolved { digest: format!("sha256:{:064x}", h), media_type: manifest::OCI_INDEX.into() }),
@@ -117,7 +122,10 @@ fn fixture() -> &'static Fixture {
         let state = AppState {
             engine,
             cluster: Arc::new(snap),
-            settings: Settings { exempt_namespaces: BTreeSet::from(["kube-system".to_string()]), ..Settings::default() },
+            settings: Settings {
+                exempt_namespaces: BTreeSet::from(["kube-system".to_string()]),
+                ..Settings::default()
+            },
             metrics: Arc::new(Metrics::new(cache, reg)),
             slots: Arc::new(tokio::sync::Semaphore::new(64)),
         };

@@ -15,7 +15,8 @@ const TARGETS: &[(&str, Target)] = &[
 ];
 
 fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     v.sort();
     v
 }
@@ -39,8 +40,9 @@ impl Rng {
     }
 }
 
-const INTERESTING: &[&[u8]] =
-    &[b"\"", b"{", b"}", b"[", b":", b"/", b"@", b"sha256:", b"---\n", b"\n", b"\xff", b"\x00", b"null", b"-1", b"1e999"];
+const INTERESTING: &[&[u8]] = &[
+    b"\"", b"{", b"}", b"[", b":", b"/", b"@", b"sha256:", b"---\n", b"\n", b"\xff", b"\x00", b"null", b"-1", b"1e999",
+];
 
 fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
     let mut v = input.to_vec();
@@ -99,9 +101,11 @@ fn corpus_and_regressions_never_panic() {
 
 #[test]
 fn mutated_inputs_never_panic() {
-    let iterations: usize = std::env::var("PULLGUARD_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+    let iterations: usize =
+        std::env::var("PULLGUARD_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
     for (name, target) in TARGETS {
-        let seeds: Vec<Vec<u8>> = files(&fuzz_dir().join("corpus").join(name)).iter().map(|f| std::fs::read(f).unwrap()).collect();
+        let seeds: Vec<Vec<u8>> =
+            files(&fuzz_dir().join("corpus").join(name)).iter().map(|f| std::fs::read(f).unwrap()).collect();
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ name.len() as u64);
         let iterations = if *name == "admission" { iterations / 3 } else { iterations };
         for i in 0..iterations {
@@ -114,7 +118,10 @@ fn mutated_inputs_never_panic() {
                 std::fs::create_dir_all(&dir).unwrap();
                 let path = dir.join(format!("{name}-{i}"));
                 std::fs::write(&path, &input).unwrap();
-                panic!("target {name} panicked on input {i}, saved to {}; add it to tests/fuzz/regressions/{name}/", path.display());
+                panic!(
+                    "target {name} panicked on input {i}, saved to {}; add it to tests/fuzz/regressions/{name}/",
+                    path.display()
+                );
             }
         }
     }

@@ -5,8 +5,8 @@ mod support;
 
 mod causes;
 mod check_cli;
-mod economy;
 mod drills;
+mod economy;
 mod faults;
 mod fuzz_corpus;
 mod webhook;

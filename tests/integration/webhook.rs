@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::support::apiserver::ApiServer;
 use crate::support::http::{Action, Server};
-use crate::support::webhook::{Webhook, create_review, reasons, tls_client};
+use crate::support::webhook::{Webhook, create_review, reasons, tls_client_builder};
 use crate::support::{self, Env, Options, pullguard};
 
 fn admission(name: &str) -> Value {
@@ -327,7 +327,8 @@ async fn certificate_rotation_under_load_fails_no_handshake() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let bundle = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, run.stdout.trim()).unwrap();
     assert_eq!(bundle, std::fs::read(next.join("ca.crt")).unwrap(), "the printed caBundle is the CA");
-    let client = tls_client(&[&next.join("ca.crt")]);
+    // No idle pool: every request opens a new connection, so every request is a handshake.
+    let client = tls_client_builder(&[&next.join("ca.crt")]).pool_max_idle_per_host(0).build().unwrap();
     let (old_der, new_der) = (pem_der(&support::fixtures().join("pki/registry.pem")), pem_der(&next.join("tls.crt")));
 
     let body = admission("pod-create-ok.json");

@@ -27,16 +27,21 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A TLS client trusting the test CA (and any extra CA files).
+/// A keep-alive TLS client trusting the test CA (and any extra CA files), as the API server connects.
 pub fn tls_client(extra_cas: &[&Path]) -> reqwest::Client {
-    let mut b = reqwest::Client::builder().no_proxy().tls_info(true).pool_max_idle_per_host(0);
+    tls_client_builder(extra_cas).build().unwrap()
+}
+
+/// The same, for tests that adjust it (e.g. a new connection, so a new handshake, per request).
+pub fn tls_client_builder(extra_cas: &[&Path]) -> reqwest::ClientBuilder {
+    let mut b = reqwest::Client::builder().no_proxy().tls_info(true);
     let mut cas = vec![super::fixtures().join("pki/ca.pem")];
     cas.extend(extra_cas.iter().map(|p| p.to_path_buf()));
     for ca in cas {
         let pem = std::fs::read(ca).unwrap();
         b = b.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem).unwrap());
     }
-    b.build().unwrap()
+    b
 }
 
 impl Webhook {

@@ -1,0 +1,299 @@
+//! `bash .ci/bench` (= `cargo run --release --example bench -- [webhook] [economy] [gate] [memory]`):
+//! pullguard's performance evidence, measured on loopback against the real registry (Debian's
+//! docker-registry). Writes `tests/bench/results/*.json`; `.ci/bench` then draws `tests/bench/latency.png`.
+
+#[path = "../integration/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::apiserver::ApiServer;
+use support::webhook::{Webhook, create_review};
+use support::{Env, Options};
+
+fn results_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bench/results");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn save(name: &str, v: &Value) {
+    let p = results_dir().join(format!("{name}.json"));
+    std::fs::write(&p, serde_json::to_string_pretty(v).unwrap() + "\n").unwrap();
+    println!("wrote {}", p.display());
+}
+
+async fn cluster() -> ApiServer {
+    let api = ApiServer::start().await;
+    for ns in ["default", "production", "pullguard", "kube-system"] {
+        api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    }
+    api.apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1",
+        "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}}));
+    api
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn deployment(images: &[&str]) -> Value {
+    let containers: Vec<Value> =
+        images.iter().enumerate().map(|(i, img)| json!({"name": format!("c{i}"), "image": img})).collect();
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api", "namespace": "production"},
+           "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "api"}},
+                    "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": containers}}}})
+}
+
+/// Runs oha and returns its JSON report.
+fn oha(url: &str, body: &Path, args: &[&str]) -> Value {
+    let ca = support::fixtures().join("pki/ca.pem");
+    let mut cmd = std::process::Command::new("oha");
+    cmd.args(["--no-tui", "--output-format", "json", "-m", "POST", "-T", "application/json"])
+        .arg("-D")
+        .arg(body)
+        .arg("--cacert")
+        .arg(&ca)
+        .args(args)
+        .arg(url);
+    let out = cmd.output().expect("oha is installed (cargo install oha)");
+    assert!(out.status.success(), "oha failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("oha prints JSON")
+}
+
+fn ms(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN) * 1000.0
+}
+
+async fn bench_webhook(env: &Env) {
+    let api = cluster().await;
+    let wh = Webhook::spawn(&env.config(""), &api, &[], "info");
+    wh.wait_ready().await;
+    let body = env.dir.path().join("review.json");
+    let review = create_review("bench", &deployment(&["nginx:1.25.3", "alpine:3.19", "team/myapp:v2.3.0"]));
+    std::fs::write(&body, serde_json::to_vec(&review).unwrap()).unwrap();
+    let warm = wh.review(&review).await;
+    assert_eq!(warm["allowed"], true, "{warm}");
+    let url = wh.url("10s");
+    let mut rows = vec![];
+    for (proto, extra) in [("http1", vec![]), ("http2", vec!["--http2", "-p", "8"])] {
+        for rate in [500u32, 1000, 2000] {
+            let rate_s = rate.to_string();
+            let mut args = vec!["-z", "10s", "-q", &rate_s, "--latency-correction", "-c", "16"];
+            args.extend(extra.iter().copied());
+            let r = oha(&url, &body, &args);
+            let p = &r["latencyPercentiles"];
+            let row = json!({"protocol": proto, "offered_rps": rate, "achieved_rps": r["summary"]["requestsPerSec"],
+                "success_rate": r["summary"]["successRate"], "p50_ms": ms(&p["p50"]), "p99_ms": ms(&p["p99"]),
+                "p99_9_ms": ms(&p["p99.9"]), "max_ms": ms(&r["summary"]["slowest"]),
+                "status": r["statusCodeDistribution"]});
+            println!("webhook {proto} {rate}/s: {row}");
+            rows.push(row);
+        }
+        // Maximum sustainable: closed loop, as fast as the server answers.
+        let mut args = vec!["-z", "10s", "-c", "32"];
+        args.extend(extra.iter().copied());
+        let r = oha(&url, &body, &args);
+        let p = &r["latencyPercentiles"];
+        let row = json!({"protocol": proto, "offered_rps": "max", "achieved_rps": r["summary"]["requestsPerSec"],
+            "success_rate": r["summary"]["successRate"], "p50_ms": ms(&p["p50"]), "p99_ms": ms(&p["p99"]),
+            "p99_9_ms": ms(&p["p99.9"]), "max_ms": ms(&r["summary"]["slowest"]), "status": r["statusCodeDistribution"]});
+        println!("webhook {proto} max: {row}");
+        rows.push(row);
+    }
+    let metrics = wh.metrics().await;
+    let registry_requests: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("pullguard_registry_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum();
+    save(
+        "webhook",
+        &json!({"review": "Deployment with 3 containers, warm cache", "runs": rows,
+        "registry_requests_during_run": registry_requests}),
+    );
+}
+
+fn count(lines: &[String], pred: impl Fn(&str) -> bool) -> usize {
+    lines.iter().filter(|l| pred(l)).count()
+}
+
+fn breakdown(lines: &[String]) -> Value {
+    json!({"total": lines.len(),
+           "head_manifest": count(lines, |l| l.starts_with("HEAD ") && l.contains("/manifests/")),
+           "get_manifest": count(lines, |l| l.starts_with("GET ") && l.contains("/manifests/")),
+           "get_blob": count(lines, |l| l.starts_with("GET ") && l.contains("/blobs/")),
+           "other": count(lines, |l| !l.contains("/manifests/") && !l.contains("/blobs/"))})
+}
+
+const TEN: [&str; 10] = [
+    "nginx:latest",
+    "nginx:1.25.3",
+    "nginx:1.25.4",
+    "alpine:3.19",
+    "alpine:3.20",
+    "alpine:latest",
+    "team/myapp:v2.3.0",
+    "team/myapp:v2.3.2",
+    "team/amd64-only:1.0",
+    "public/tool:1.0",
+];
+
+async fn thousand_reviews(wh: &Webhook, tag: &str) {
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p{i}"), "namespace": "production"},
+                             "spec": {"containers": [{"name": "app", "image": TEN[i % 10]}]}});
+            let (client, url, body) = (wh.client.clone(), wh.url("10s"), create_review(&format!("{tag}{i}"), &pod));
+            tokio::spawn(async move { client.post(url).json(&body).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 200);
+    }
+}
+
+async fn bench_economy(env: &Env) {
+    let api = cluster().await;
+    let wh = Webhook::spawn(&env.config("cache: {ttl: 5s}\n"), &api, &[], "warn");
+    wh.wait_ready().await;
+    let mark = env.hub.requests().len();
+    thousand_reviews(&wh, "cold").await;
+    let cold = env.hub.requests()[mark..].to_vec();
+    let mark = env.hub.requests().len();
+    thousand_reviews(&wh, "warm").await;
+    let warm = env.hub.requests()[mark..].to_vec();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mark = env.hub.requests().len();
+    thousand_reviews(&wh, "expired").await;
+    let expired = env.hub.requests()[mark..].to_vec();
+
+    // What a person scripting `skopeo inspect` sends for the same ten images.
+    let mark = env.hub.requests().len();
+    for image in TEN {
+        let (repo, tag) = image.split_once(':').unwrap();
+        let repo = if repo.contains('/') { repo.to_string() } else { format!("library/{repo}") };
+        let out = std::process::Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", &format!("docker://{}/{repo}:{tag}", env.hub.addr)])
+            .output()
+            .expect("skopeo is installed");
+        assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let skopeo = env.hub.requests()[mark..].to_vec();
+    let v = json!({"images": 10, "reviews_per_round": 1000, "concurrency": 1000,
+        "cold": breakdown(&cold), "warm_within_ttl": breakdown(&warm), "after_ttl": breakdown(&expired),
+        "skopeo_inspect_once_per_image": breakdown(&skopeo)});
+    println!("economy: {v}");
+    save("economy", &v);
+}
+
+async fn bench_gate(env: &Env) {
+    // 50 distinct images, 1,000 manifests.
+    let pusher = support::seed::Pusher::new(&env.hub.url());
+    for i in 0..50 {
+        let img = pusher.image(&format!("gate/svc{i}"), "linux", "amd64", None, true).await;
+        pusher.tag(&format!("gate/svc{i}"), "1.0", &img).await;
+    }
+    let dir = env.dir.path().join("gate");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..1000 {
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": format!("svc-{i}"), "namespace": "team"},
+            "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": {"metadata": {"labels": {"app": "x"}},
+            "spec": {"containers": [{"name": "app", "image": format!("gate/svc{}:1.0", i % 50)}]}}}});
+        std::fs::write(dir.join(format!("deploy-{i:04}.json")), serde_json::to_vec(&d).unwrap()).unwrap();
+    }
+    let cfg = env.config("");
+    let mut pg = vec![];
+    for _ in 0..5 {
+        let t = Instant::now();
+        let out = std::process::Command::new(support::binary())
+            .args(["check", "--config", cfg.to_str().unwrap(), "--output", "json", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        pg.push(t.elapsed().as_secs_f64());
+        let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["summary"]["allow"], 1000, "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut sk = vec![];
+    for _ in 0..3 {
+        let t = Instant::now();
+        for i in 0..50 {
+            let out = std::process::Command::new("skopeo")
+                .args(["inspect", "--tls-verify=false", &format!("docker://{}/gate/svc{i}:1.0", env.hub.addr)])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+        sk.push(t.elapsed().as_secs_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (pg_m, sk_m) = (median(&mut pg), median(&mut sk));
+    let v = json!({"manifests": 1000, "distinct_images": 50, "pullguard_check_s": pg, "pullguard_check_median_s": pg_m,
+        "skopeo_loop_over_distinct_images_s": sk, "skopeo_loop_median_s": sk_m, "ratio": sk_m / pg_m});
+    println!("gate: {v}");
+    save("gate", &v);
+}
+
+async fn bench_memory(env: &Env) {
+    let api = cluster().await;
+    let wh = Webhook::spawn(&env.config("cache: {negativeTtl: 1h, maxEntries: 200000}\n"), &api, &[], "warn");
+    wh.wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = rss_kib(wh.pid());
+    // 100,000 distinct references: 10,000 reviews of 10 containers, every tag new (a negative entry each).
+    let started = Instant::now();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = vec![];
+    for r in 0..10_000 {
+        let images: Vec<String> = (0..10).map(|c| format!("team/myapp:mem-{r}-{c}")).collect();
+        let refs: Vec<&str> = images.iter().map(String::as_str).collect();
+        let body = create_review(&format!("m{r}"), &deployment(&refs));
+        let (client, url, permit) = (wh.client.clone(), wh.url("30s"), sem.clone().acquire_owned().await.unwrap());
+        tasks.push(tokio::spawn(async move {
+            let s = client.post(url).json(&body).send().await.map(|r| r.status().as_u16());
+            drop(permit);
+            s
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 200);
+    }
+    let metrics = wh.metrics().await;
+    let misses =
+        metrics.lines().find(|l| l.starts_with("pullguard_cache_misses_total")).unwrap_or_default().to_string();
+    let full = rss_kib(wh.pid());
+    let v = json!({"rss_idle_kib": idle, "rss_after_100k_entries_kib": full, "distinct_references": 100_000,
+                   "fill_seconds": started.elapsed().as_secs_f64(), "cache_misses_metric": misses});
+    println!("memory: {v}");
+    save("memory", &v);
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let which: Vec<String> = std::env::args().skip(1).collect();
+    let run = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    let env = Env::start(Options::default()).await;
+    if run("webhook") {
+        bench_webhook(&env).await;
+    }
+    if run("economy") {
+        bench_economy(&env).await;
+    }
+    if run("gate") {
+        bench_gate(&env).await;
+    }
+    if run("memory") {
+        bench_memory(&env).await;
+    }
+}
