@@ -33,8 +33,8 @@ pub fn reference(data: &[u8]) {
 
 /// Both secret formats, then keyring matching against a few images.
 pub fn dockerconfig(data: &[u8]) {
-    for parsed in [DockerConfig::from_config_json(data), DockerConfig::from_dockercfg(data)] {
-        if let Ok(cfg) = parsed {
+    for cfg in [DockerConfig::from_config_json(data), DockerConfig::from_dockercfg(data)].into_iter().flatten() {
+        {
             let mut k = Keyring::default();
             k.add(&Source::Node, &cfg);
             for image in ["docker.io/library/nginx", "registry.example.com:5000/a/b", "ghcr.io/x/y", "localhost/z"] {
