@@ -419,6 +419,9 @@ impl RegistryClient {
             Ok(body) => serde_json::from_slice::<TagList>(&body).ok().and_then(|t| t.tags).unwrap_or_default(),
             Err(_) => vec![],
         };
+        // Keep only what messages use (the nearest tags and a sample), not a big repository's whole list in
+        // every cached negative answer.
+        let tags = keep_for_suggestions(&tag, tags);
         // distribution answers an existing repository with no tags left with an empty list.
         Failure::TagNotFound { tag, tags }
     }
@@ -513,6 +516,25 @@ impl Registry for RegistryClient {
             }
         }
     }
+}
+
+fn keep_for_suggestions(wanted: &str, mut all: Vec<String>) -> Vec<String> {
+    const SAMPLE: usize = 8;
+    if all.len() <= 32 {
+        return all;
+    }
+    let mut kept = crate::policy::suggest_tags(wanted, &all);
+    let limit = kept.len() + SAMPLE;
+    all.sort();
+    for t in all {
+        if kept.len() >= limit {
+            break;
+        }
+        if !kept.contains(&t) {
+            kept.push(t);
+        }
+    }
+    kept
 }
 
 fn default_base(registry: &str) -> Option<Url> {
@@ -625,4 +647,19 @@ fn transport(e: &reqwest::Error, url: &Url) -> Failure {
     }
     let cause = causes.last().cloned().unwrap_or_else(|| "connection failed".into());
     Failure::Unreachable { detail: format!("cannot connect to {host}{port}: {cause}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_for_suggestions;
+
+    #[test]
+    fn big_tag_lists_keep_what_suggestions_need() {
+        let all: Vec<String> = (0..500).map(|i| format!("v1.{i}.0")).chain(["latest".to_string()]).collect();
+        let kept = keep_for_suggestions("v1.250.1", all.clone());
+        assert!(kept.len() <= 13, "{}", kept.len());
+        assert_eq!(crate::policy::suggest_tags("v1.250.1", &kept), crate::policy::suggest_tags("v1.250.1", &all));
+        let small: Vec<String> = vec!["a".into(), "b".into()];
+        assert_eq!(keep_for_suggestions("c", small.clone()), small);
+    }
 }

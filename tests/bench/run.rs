@@ -44,6 +44,14 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
+}
+
 fn deployment(images: &[&str]) -> Value {
     let containers: Vec<Value> =
         images.iter().enumerate().map(|(i, img)| json!({"name": format!("c{i}"), "image": img})).collect();
@@ -53,16 +61,14 @@ fn deployment(images: &[&str]) -> Value {
 }
 
 /// Runs oha and returns its JSON report.
-fn oha(url: &str, body: &Path, args: &[&str]) -> Value {
+fn oha(url: &str, body: Option<&Path>, args: &[&str]) -> Value {
     let ca = support::fixtures().join("pki/ca.pem");
     let mut cmd = std::process::Command::new("oha");
-    cmd.args(["--no-tui", "--output-format", "json", "-m", "POST", "-T", "application/json"])
-        .arg("-D")
-        .arg(body)
-        .arg("--cacert")
-        .arg(&ca)
-        .args(args)
-        .arg(url);
+    cmd.args(["--no-tui", "--output-format", "json"]);
+    if let Some(body) = body {
+        cmd.args(["-m", "POST", "-T", "application/json"]).arg("-D").arg(body);
+    }
+    cmd.arg("--cacert").arg(&ca).args(args).arg(url);
     let out = cmd.output().expect("oha is installed (cargo install oha)");
     assert!(out.status.success(), "oha failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("oha prints JSON")
@@ -74,7 +80,9 @@ fn ms(v: &Value) -> f64 {
 
 async fn bench_webhook(env: &Env) {
     let api = cluster().await;
-    let wh = Webhook::spawn(&env.config(""), &api, &[], "info");
+    // Production logging (one JSON line per decision) unless PULLGUARD_BENCH_LOG says otherwise.
+    let level = std::env::var("PULLGUARD_BENCH_LOG").unwrap_or_else(|_| "info".into());
+    let wh = Webhook::spawn(&env.config(""), &api, &[], &level);
     wh.wait_ready().await;
     let body = env.dir.path().join("review.json");
     let review = create_review("bench", &deployment(&["nginx:1.25.3", "alpine:3.19", "team/myapp:v2.3.0"]));
@@ -83,14 +91,25 @@ async fn bench_webhook(env: &Env) {
     assert_eq!(warm["allowed"], true, "{warm}");
     let url = wh.url("10s");
     let mut rows = vec![];
-    for (proto, extra) in [("http1", vec![]), ("http2", vec!["--http2", "-p", "8"])] {
-        for rate in [500u32, 1000, 2000] {
+    let rates: Vec<u32> = std::env::var("PULLGUARD_BENCH_RATES")
+        .map(|s| s.split(',').filter_map(|r| r.parse().ok()).collect())
+        .unwrap_or_else(|_| vec![500, 1000, 2000]);
+    let protocols: Vec<(&str, Vec<&str>)> = match std::env::var("PULLGUARD_BENCH_PROTOCOLS").as_deref() {
+        Ok("http1") => vec![("http1", vec![])],
+        _ => vec![("http1", vec![]), ("http2", vec!["--http2", "-p", "8"])],
+    };
+    for (proto, extra) in protocols {
+        for &rate in &rates {
             let rate_s = rate.to_string();
             let mut args = vec!["-z", "10s", "-q", &rate_s, "--latency-correction", "-c", "16"];
             args.extend(extra.iter().copied());
-            let r = oha(&url, &body, &args);
+            let cpu = cpu_seconds(wh.pid());
+            let r = oha(&url, Some(&body), &args);
+            let total = r["statusCodeDistribution"]["200"].as_f64().unwrap_or(1.0);
+            let cpu_us = (cpu_seconds(wh.pid()) - cpu) / total * 1e6;
             let p = &r["latencyPercentiles"];
             let row = json!({"protocol": proto, "offered_rps": rate, "achieved_rps": r["summary"]["requestsPerSec"],
+                "server_cpu_us_per_review": cpu_us,
                 "success_rate": r["summary"]["successRate"], "p50_ms": ms(&p["p50"]), "p99_ms": ms(&p["p99"]),
                 "p99_9_ms": ms(&p["p99.9"]), "max_ms": ms(&r["summary"]["slowest"]),
                 "status": r["statusCodeDistribution"]});
@@ -100,12 +119,25 @@ async fn bench_webhook(env: &Env) {
         // Maximum sustainable: closed loop, as fast as the server answers.
         let mut args = vec!["-z", "10s", "-c", "32"];
         args.extend(extra.iter().copied());
-        let r = oha(&url, &body, &args);
+        let r = oha(&url, Some(&body), &args);
         let p = &r["latencyPercentiles"];
         let row = json!({"protocol": proto, "offered_rps": "max", "achieved_rps": r["summary"]["requestsPerSec"],
             "success_rate": r["summary"]["successRate"], "p50_ms": ms(&p["p50"]), "p99_ms": ms(&p["p99"]),
             "p99_9_ms": ms(&p["p99.9"]), "max_ms": ms(&r["summary"]["slowest"]), "status": r["statusCodeDistribution"]});
         println!("webhook {proto} max: {row}");
+        rows.push(row);
+    }
+    // Control: the same load on /healthz over the same TLS port, which does no work at all. What it shows
+    // in the tail is the machine (load generator and server sharing 2 cores), not the review path.
+    let health = format!("https://127.0.0.1:{}/healthz", wh.port);
+    for &rate in &rates {
+        let rate_s = rate.to_string();
+        let r = oha(&health, None, &["-z", "10s", "-q", &rate_s, "--latency-correction", "-c", "16"]);
+        let p = &r["latencyPercentiles"];
+        let row = json!({"protocol": "http1", "endpoint": "/healthz (control)", "offered_rps": rate,
+            "achieved_rps": r["summary"]["requestsPerSec"], "p50_ms": ms(&p["p50"]), "p99_ms": ms(&p["p99"]),
+            "p99_9_ms": ms(&p["p99.9"]), "max_ms": ms(&r["summary"]["slowest"])});
+        println!("control /healthz {rate}/s: {row}");
         rows.push(row);
     }
     let metrics = wh.metrics().await;
@@ -211,6 +243,7 @@ async fn bench_gate(env: &Env) {
         std::fs::write(dir.join(format!("deploy-{i:04}.json")), serde_json::to_vec(&d).unwrap()).unwrap();
     }
     let cfg = env.config("");
+    let (mark, cpu) = (env.hub.requests().len(), env.hub.cpu_seconds());
     let mut pg = vec![];
     for _ in 0..5 {
         let t = Instant::now();
@@ -222,6 +255,20 @@ async fn bench_gate(env: &Env) {
         let j: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(j["summary"]["allow"], 1000, "{}", String::from_utf8_lossy(&out.stderr));
     }
+    let pg_requests = (env.hub.requests().len() - mark) / pg.len();
+    let pg_registry_cpu = (env.hub.cpu_seconds() - cpu) / pg.len() as f64;
+    // The same files offline: startup and parsing alone, no lookup.
+    let mut offline = vec![];
+    for _ in 0..5 {
+        let t = Instant::now();
+        let out = std::process::Command::new(support::binary())
+            .args(["check", "--offline", "--output", "json", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        offline.push(t.elapsed().as_secs_f64());
+        assert!(!out.stdout.is_empty());
+    }
+    let (mark, cpu) = (env.hub.requests().len(), env.hub.cpu_seconds());
     let mut sk = vec![];
     for _ in 0..3 {
         let t = Instant::now();
@@ -234,13 +281,17 @@ async fn bench_gate(env: &Env) {
         }
         sk.push(t.elapsed().as_secs_f64());
     }
+    let sk_requests = (env.hub.requests().len() - mark) / sk.len();
+    let sk_registry_cpu = (env.hub.cpu_seconds() - cpu) / sk.len() as f64;
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (pg_m, sk_m) = (median(&mut pg), median(&mut sk));
+    let (pg_m, sk_m, off_m) = (median(&mut pg), median(&mut sk), median(&mut offline));
     let v = json!({"manifests": 1000, "distinct_images": 50, "pullguard_check_s": pg, "pullguard_check_median_s": pg_m,
-        "skopeo_loop_over_distinct_images_s": sk, "skopeo_loop_median_s": sk_m, "ratio": sk_m / pg_m});
+        "skopeo_loop_over_distinct_images_s": sk, "pullguard_check_offline_median_s": off_m,
+        "registry_requests_per_run": {"pullguard_check": pg_requests, "skopeo_loop": sk_requests},
+        "registry_cpu_seconds_per_run": {"pullguard_check": pg_registry_cpu, "skopeo_loop": sk_registry_cpu}, "skopeo_loop_median_s": sk_m, "ratio": sk_m / pg_m});
     println!("gate: {v}");
     save("gate", &v);
 }
