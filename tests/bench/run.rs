@@ -35,23 +35,6 @@ async fn cluster() -> ApiServer {
     api
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// CPU seconds (user + system) a process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
-}
-
 fn deployment(images: &[&str]) -> Value {
     let containers: Vec<Value> =
         images.iter().enumerate().map(|(i, img)| json!({"name": format!("c{i}"), "image": img})).collect();
@@ -103,10 +86,10 @@ async fn bench_webhook(env: &Env) {
             let rate_s = rate.to_string();
             let mut args = vec!["-z", "10s", "-q", &rate_s, "--latency-correction", "-c", "16"];
             args.extend(extra.iter().copied());
-            let cpu = cpu_seconds(wh.pid());
+            let cpu = support::cpu_seconds(wh.pid());
             let r = oha(&url, Some(&body), &args);
             let total = r["statusCodeDistribution"]["200"].as_f64().unwrap_or(1.0);
-            let cpu_us = (cpu_seconds(wh.pid()) - cpu) / total * 1e6;
+            let cpu_us = (support::cpu_seconds(wh.pid()) - cpu) / total * 1e6;
             let p = &r["latencyPercentiles"];
             let row = json!({"protocol": proto, "offered_rps": rate, "achieved_rps": r["summary"]["requestsPerSec"],
                 "server_cpu_us_per_review": cpu_us,
@@ -301,7 +284,7 @@ async fn bench_memory(env: &Env) {
     let wh = Webhook::spawn(&env.config("cache: {negativeTtl: 1h, maxEntries: 200000}\n"), &api, &[], "warn");
     wh.wait_ready().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = rss_kib(wh.pid());
+    let idle = support::rss_kib(wh.pid());
     // 100,000 distinct references: 10,000 reviews of 10 containers, every tag new (a negative entry each).
     let started = Instant::now();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
@@ -323,7 +306,7 @@ async fn bench_memory(env: &Env) {
     let metrics = wh.metrics().await;
     let misses =
         metrics.lines().find(|l| l.starts_with("pullguard_cache_misses_total")).unwrap_or_default().to_string();
-    let full = rss_kib(wh.pid());
+    let full = support::rss_kib(wh.pid());
     let v = json!({"rss_idle_kib": idle, "rss_after_100k_entries_kib": full, "distinct_references": 100_000,
                    "fill_seconds": started.elapsed().as_secs_f64(), "cache_misses_metric": misses});
     println!("memory: {v}");

@@ -9,15 +9,6 @@ use crate::support::http::{Action, Server};
 use crate::support::webhook::{Webhook, create_review, reasons};
 use crate::support::{Env, Options};
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn hung_pod(i: usize) -> serde_json::Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p{i}"), "namespace": "production"},
            "spec": {"containers": [{"name": "app", "image": format!("hung.example.com/team/app{i}:1.0")}]}})
@@ -73,7 +64,7 @@ async fn five_hundred_reviews_a_second_with_a_hung_registry() {
     // (the manifests ship 1.5 s); the assertion below is still the API server's own timeout.
     let wh = Webhook::spawn(&cfg, &api, &["--deadline-margin", "1s"], "info");
     wh.wait_ready().await;
-    let idle = rss_kib(wh.pid());
+    let idle = crate::support::rss_kib(wh.pid());
     let (rate, seconds) = (500u64, 4u64);
     let total = (rate * seconds) as usize;
     let interval = Duration::from_micros(1_000_000 / rate);
@@ -94,7 +85,7 @@ async fn five_hundred_reviews_a_second_with_a_hung_registry() {
             (status, sent.elapsed())
         }));
         if i % 250 == 0 {
-            peak = peak.max(rss_kib(wh.pid()));
+            peak = peak.max(crate::support::rss_kib(wh.pid()));
         }
     }
     let mut slowest = Duration::ZERO;
@@ -103,7 +94,7 @@ async fn five_hundred_reviews_a_second_with_a_hung_registry() {
         assert_eq!(status, 200);
         slowest = slowest.max(took);
     }
-    peak = peak.max(rss_kib(wh.pid()));
+    peak = peak.max(crate::support::rss_kib(wh.pid()));
     let server_max = wh
         .logs()
         .lines()

@@ -209,3 +209,22 @@ pub fn binary() -> PathBuf {
         exe.ancestors().nth(2).unwrap_or(Path::new(".")).join("pullguard")
     })
 }
+
+/// A process's resident set size (VmRSS), in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat (clock ticks of 1/100 s).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name: state is field 0, utime field 11, stime field 12.
+    let f: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
+}

@@ -91,11 +91,7 @@ impl Registry {
 
     /// CPU time (user + system) the registry process has used, in seconds.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // After the command name: state is field 0, utime field 11, stime field 12 (clock ticks of 1/100 s).
-        (ticks(11) + ticks(12)) / 100.0
+        super::cpu_seconds(self.child.id())
     }
 
     pub fn url(&self) -> String {
