@@ -189,11 +189,4 @@ impl<R: Registry> CachedRegistry<R> {
         self.count(entry.is_fresh());
         Ok(Facts { digest: resolved.digest, media_type: resolved.media_type, platforms: entry.into_value().to_vec() })
     }
-
-    /// Number of entries held (after pending maintenance).
-    pub async fn entry_count(&self) -> u64 {
-        self.resolved.run_pending_tasks().await;
-        self.contents.run_pending_tasks().await;
-        self.resolved.entry_count() + self.contents.entry_count()
-    }
 }

@@ -64,10 +64,6 @@ impl<R: Registry> Engine<R> {
         Self { registry, node_keyring, settings }
     }
 
-    pub fn settings(&self) -> &EngineSettings {
-        &self.settings
-    }
-
     /// Cache and registry counters, for metrics (empty offline).
     pub fn stats(&self) -> (Arc<crate::cache::CacheStats>, Arc<crate::registry::RegistryStats>) {
         match &self.registry {

@@ -19,7 +19,6 @@ pub struct Snapshot {
     secrets: BTreeMap<(String, String), SecretData>,
     service_accounts: BTreeMap<(String, String), Vec<String>>,
     namespace_modes: BTreeMap<String, String>,
-    node_platforms: Option<Vec<Platform>>,
 }
 
 /// Why a Secret or ServiceAccount object could not be taken in.
@@ -80,24 +79,8 @@ impl Snapshot {
         Ok(true)
     }
 
-    pub fn insert_secret(&mut self, namespace: &str, name: &str, secret: SecretData) {
-        self.secrets.insert((namespace.into(), name.into()), secret);
-    }
-
-    pub fn remove_secret(&mut self, namespace: &str, name: &str) {
-        self.secrets.remove(&(namespace.to_string(), name.to_string()));
-    }
-
     pub fn set_namespace_mode(&mut self, namespace: &str, mode: &str) {
         self.namespace_modes.insert(namespace.into(), mode.into());
-    }
-
-    pub fn set_node_platforms(&mut self, platforms: Vec<Platform>) {
-        self.node_platforms = Some(platforms);
-    }
-
-    pub fn insert_service_account(&mut self, namespace: &str, name: &str, pull_secrets: Vec<String>) {
-        self.service_accounts.insert((namespace.into(), name.into()), pull_secrets);
     }
 }
 
@@ -116,8 +99,9 @@ impl ClusterView for Snapshot {
 }
 
 impl ClusterState for Snapshot {
+    /// A snapshot has no node inventory: the configured platforms apply.
     fn node_platforms(&self) -> Option<Vec<Platform>> {
-        self.node_platforms.clone()
+        None
     }
 
     fn namespace_mode(&self, namespace: &str) -> Option<String> {

@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -81,8 +80,6 @@ pub struct EndpointSettings {
 /// Counters of requests sent, for tests, benchmarks and metrics.
 #[derive(Debug, Default)]
 pub struct RegistryStats {
-    pub requests: AtomicU64,
-    pub token_requests: AtomicU64,
     outcomes: Mutex<std::collections::BTreeMap<(Arc<str>, &'static str), u64>>,
 }
 
@@ -241,7 +238,6 @@ impl RegistryClient {
             if let Some(auth) = authorization.filter(|_| &url.origin() == auth_origin) {
                 req = req.header(AUTHORIZATION, auth.clone());
             }
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
@@ -350,7 +346,6 @@ impl RegistryClient {
         self.guard.check_url(&realm_url).map_err(|b| Failure::Blocked { detail: format!("token realm: {b}") })?;
         let key = token_key(realm, service, scope, credential);
         let fetch = async {
-            self.stats.token_requests.fetch_add(1, Ordering::Relaxed);
             let auth = credential.map(basic_header);
             let mut token_url = realm_url.clone();
             {

@@ -11,7 +11,6 @@ pub mod token;
 pub mod webhook;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use base64::Engine as _;
 use pullguard::cluster::Snapshot;
@@ -196,10 +195,6 @@ pub fn dockerconfigjson_b64(registry: &str, user: &str, password: &str) -> Strin
     let b64 = base64::engine::general_purpose::STANDARD;
     let auth = b64.encode(format!("{user}:{password}"));
     b64.encode(format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#))
-}
-
-pub fn arc<T>(t: T) -> Arc<T> {
-    Arc::new(t)
 }
 
 /// The `pullguard` binary: Cargo names it for integration tests; the demo finds it beside its own exe.
