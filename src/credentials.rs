@@ -239,37 +239,173 @@ fn urls_match(glob: &str, target: &str) -> bool {
     gl.len() == tl.len() && gl.iter().zip(&tl).all(|(g, t)| glob_match(g.as_bytes(), t.as_bytes()))
 }
 
-/// Go's `filepath.Match` for one host label: `*`, `?` and `[...]` classes (ranges, `^` negation).
-fn glob_match(pat: &[u8], s: &[u8]) -> bool {
-    match pat.first() {
-        None => s.is_empty(),
-        Some(b'*') => (0..=s.len()).any(|i| glob_match(&pat[1..], &s[i..])),
-        Some(b'?') => !s.is_empty() && glob_match(&pat[1..], &s[1..]),
-        Some(b'[') => {
-            let Some(end) = pat.iter().position(|&c| c == b']') else {
-                return false;
-            };
-            let Some(&c) = s.first() else { return false };
-            let class = &pat[1..end];
-            let (negate, class) = match class.first() {
-                Some(b'^') => (true, &class[1..]),
-                _ => (false, class),
-            };
-            let mut hit = false;
-            let mut i = 0;
-            while i < class.len() {
-                if i + 2 < class.len() && class[i + 1] == b'-' {
-                    hit |= class[i] <= c && c <= class[i + 2];
-                    i += 3;
-                } else {
-                    hit |= class[i] == c;
-                    i += 1;
+/// Go's `filepath.Match` for one host label, ported from path/filepath/match.go (Go 1.16+): `*`, `?`, `[...]`
+/// classes with ranges and `^` negation, `\\` escapes; a malformed pattern (Go's `ErrBadPattern`) matches
+/// nothing, as the kubelet treats that error.
+///
+/// Like Go, each `*` is followed by a fixed-length chunk that is matched at the leftmost position that fits, and
+/// the matcher never backtracks into an earlier star: time is O(pattern × label), whatever the stars. (A
+/// backtracking matcher took exponential time on `*a*a*a*a*a*a*a*a*a*a*a*a*b` against 60 `a`s.)
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    let (Ok(pattern), Ok(name)) = (std::str::from_utf8(pattern), std::str::from_utf8(name)) else {
+        return false;
+    };
+    let pattern: Vec<char> = pattern.chars().collect();
+    let name: Vec<char> = name.chars().collect();
+    go_match(&pattern, &name).unwrap_or(false)
+}
+
+/// `filepath.Match`; `Err` is `ErrBadPattern`.
+fn go_match(mut pattern: &[char], mut name: &[char]) -> Result<bool, ()> {
+    'chunks: while !pattern.is_empty() {
+        let (star, chunk, rest) = scan_chunk(pattern);
+        pattern = rest;
+        if star && chunk.is_empty() {
+            // A trailing star matches the rest (labels hold no path separator).
+            return Ok(true);
+        }
+        // At the current position; the last chunk must also exhaust the name.
+        if let Some(t) = match_chunk(chunk, name)? {
+            if t.is_empty() || !pattern.is_empty() {
+                name = t;
+                continue;
+            }
+        }
+        if star {
+            // Skip one more character of the name each time: never back into an earlier chunk.
+            for i in 0..name.len() {
+                if let Some(t) = match_chunk(chunk, &name[i + 1..])? {
+                    if pattern.is_empty() && !t.is_empty() {
+                        continue;
+                    }
+                    name = t;
+                    continue 'chunks;
                 }
             }
-            hit != negate && glob_match(&pat[end + 1..], &s[1..])
         }
-        Some(&p) => s.first() == Some(&p) && glob_match(&pat[1..], &s[1..]),
+        // No match; Go still reports a malformed remainder of the pattern.
+        while !pattern.is_empty() {
+            let (_, chunk, rest) = scan_chunk(pattern);
+            pattern = rest;
+            match_chunk(chunk, &[])?;
+        }
+        return Ok(false);
     }
+    Ok(name.is_empty())
+}
+
+/// Leading stars, then the chunk up to the next star outside a class.
+fn scan_chunk(mut pattern: &[char]) -> (bool, &[char], &[char]) {
+    let mut star = false;
+    while pattern.first() == Some(&'*') {
+        pattern = &pattern[1..];
+        star = true;
+    }
+    let mut in_range = false;
+    let mut i = 0;
+    while i < pattern.len() {
+        match pattern[i] {
+            '\\' if i + 1 < pattern.len() => i += 1,
+            '[' => in_range = true,
+            ']' => in_range = false,
+            '*' if !in_range => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    (star, &pattern[..i], &pattern[i..])
+}
+
+/// Matches a star-free chunk at the start of `s`: the rest of `s` on a match. Like Go, the whole chunk is
+/// parsed even after a mismatch, so a malformed chunk is an error wherever it is.
+fn match_chunk<'a>(mut chunk: &[char], mut s: &'a [char]) -> Result<Option<&'a [char]>, ()> {
+    let mut failed = false;
+    while let Some(&c) = chunk.first() {
+        if !failed && s.is_empty() {
+            failed = true;
+        }
+        match c {
+            '[' => {
+                let r = if failed {
+                    None
+                } else {
+                    let r = s[0];
+                    s = &s[1..];
+                    Some(r)
+                };
+                chunk = &chunk[1..];
+                let negated = chunk.first() == Some(&'^');
+                if negated {
+                    chunk = &chunk[1..];
+                }
+                let mut matched = false;
+                let mut ranges = 0;
+                loop {
+                    if chunk.first() == Some(&']') && ranges > 0 {
+                        chunk = &chunk[1..];
+                        break;
+                    }
+                    let (lo, rest) = get_escaped(chunk)?;
+                    chunk = rest;
+                    let mut hi = lo;
+                    if chunk.first() == Some(&'-') {
+                        let (h, rest) = get_escaped(&chunk[1..])?;
+                        hi = h;
+                        chunk = rest;
+                    }
+                    if r.is_some_and(|r| lo <= r && r <= hi) {
+                        matched = true;
+                    }
+                    ranges += 1;
+                }
+                if matched == negated {
+                    failed = true;
+                }
+            }
+            '?' => {
+                if !failed {
+                    s = &s[1..];
+                }
+                chunk = &chunk[1..];
+            }
+            _ => {
+                let literal = if c == '\\' {
+                    chunk = &chunk[1..];
+                    *chunk.first().ok_or(())?
+                } else {
+                    c
+                };
+                if !failed {
+                    if s[0] != literal {
+                        failed = true;
+                    }
+                    s = &s[1..];
+                }
+                chunk = &chunk[1..];
+            }
+        }
+    }
+    Ok(if failed { None } else { Some(s) })
+}
+
+/// One possibly escaped character of a class; a class must not end inside it.
+fn get_escaped(chunk: &[char]) -> Result<(char, &[char]), ()> {
+    let mut chunk = chunk;
+    match chunk.first() {
+        None | Some('-') | Some(']') => return Err(()),
+        Some('\\') => {
+            chunk = &chunk[1..];
+            if chunk.is_empty() {
+                return Err(());
+            }
+        }
+        _ => {}
+    }
+    let rest = &chunk[1..];
+    if rest.is_empty() {
+        return Err(());
+    }
+    Ok((chunk[0], rest))
 }
 
 /// A pull secret as the engine sees it: type and decoded data.
@@ -277,11 +413,18 @@ fn glob_match(pat: &[u8], s: &[u8]) -> bool {
 pub struct SecretData {
     pub type_: String,
     pub data: BTreeMap<String, Vec<u8>>,
+    /// Why the object could not be read at all (e.g. a data value that is not base64). Such a secret exists, so
+    /// a pod that names it hears that it cannot be used, not that it is missing.
+    pub unreadable: Option<String>,
 }
 
 impl fmt::Debug for SecretData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretData").field("type", &self.type_).field("keys", &self.data.keys()).finish()
+        f.debug_struct("SecretData")
+            .field("type", &self.type_)
+            .field("keys", &self.data.keys())
+            .field("unreadable", &self.unreadable)
+            .finish()
     }
 }
 
@@ -291,6 +434,9 @@ pub const DOCKER_CFG: &str = "kubernetes.io/dockercfg";
 impl SecretData {
     /// Reads the dockerconfig inside a pull secret, or says why it cannot be used.
     pub fn docker_config(&self) -> Result<DockerConfig, String> {
+        if let Some(why) = &self.unreadable {
+            return Err(why.clone());
+        }
         type Parse = fn(&[u8]) -> Result<DockerConfig, ConfigError>;
         let (key, parse): (&str, Parse) = match self.type_.as_str() {
             DOCKER_CONFIG_JSON => (".dockerconfigjson", DockerConfig::from_config_json),
@@ -500,5 +646,53 @@ mod tests {
         let b = Credential { username: "u".into(), password: "b".into() };
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.fingerprint(), a.clone().fingerprint());
+    }
+
+    /// Go's `filepath.Match`, which the kubelet's `URLsMatch` applies per host label (credentialprovider/keyring.go:
+    /// `matched, _ := filepath.Match(globComponent, targetComponent)`; path/filepath/match.go for the syntax).
+    #[test]
+    fn host_labels_match_like_go_filepath_match() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("*", "anything", true),
+            ("*", "", true),
+            ("a*", "abc", true),
+            ("a*c", "abc", true),
+            ("a*c", "abd", false),
+            ("*c", "abc", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("[a-c]x", "bx", true),
+            ("[a-c]x", "dx", false),
+            ("[^a-c]x", "dx", true),
+            ("[^a-c]x", "ax", false),
+            ("[abc]", "b", true),
+            ("app*", "app1", true),
+            ("app*", "ap", false),
+            // A malformed class is ErrBadPattern in Go: never a match.
+            ("[a-", "a", false),
+            ("[]", "a", false),
+        ];
+        for (pat, s, want) in cases {
+            assert_eq!(glob_match(pat.as_bytes(), s.as_bytes()), *want, "{pat} vs {s}");
+        }
+    }
+
+    /// A key like `*a*a*a*a*a*a*a*a*a*a*a*a*b.test` against a 60-character label froze the webhook: backtracking
+    /// matching is exponential in the number of stars. The match must end, whatever the input.
+    #[test]
+    fn many_star_glob_against_a_long_label_finishes() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let key = format!("{}*b.test", "*a".repeat(12));
+            let mut k = Keyring::default();
+            k.add(&Source::Node, &cfg(&[(key.as_str(), "mallory")]));
+            let host = format!("{}.test/team/app", "a".repeat(60));
+            let _ = tx.send((users(&k, &host), users(&k, &format!("{}b.test/x", "a".repeat(60)))));
+        });
+        let (miss, hit) = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("keyring matching finished");
+        assert!(miss.is_empty());
+        assert_eq!(hit, ["mallory"]);
     }
 }

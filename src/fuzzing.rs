@@ -44,6 +44,28 @@ pub fn dockerconfig(data: &[u8]) {
     }
 }
 
+/// Keyring matching on a hostile key and image (`key\nimage`): must end in time linear in the input (libFuzzer's
+/// `-timeout` makes a slow input a finding), and a key equal to the image's repository matches it — unless its
+/// path starts with `v1/` or `v2/`, which the kubelet strips from keys (`BasicDockerKeyring.Add`).
+pub fn keyring(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else { return };
+    let (key, image) = s.split_once('\n').unwrap_or((s, s));
+    let credential = Credential { username: "u".into(), password: "p".into() };
+    let mut k = Keyring::default();
+    k.add(&Source::Node, &DockerConfig(vec![(key.to_string(), credential.clone())]));
+    let _ = k.lookup(image);
+    if let Ok(r) = Reference::parse(image) {
+        let repo = r.repository();
+        let mut exact = Keyring::default();
+        exact.add(&Source::Node, &DockerConfig(vec![(repo.clone(), credential)]));
+        let path = repo.split_once('/').map_or("", |(_, p)| p);
+        let stripped = path.starts_with("v1/") || path.starts_with("v2/");
+        if !stripped && !repo.contains(['*', '?', '[', '\\']) {
+            assert!(!exact.lookup(&repo).is_empty(), "a key equal to {repo} matches it");
+        }
+    }
+}
+
 /// Manifests, indexes and image configs.
 pub fn manifest(data: &[u8]) {
     for ct in ["", manifest::OCI_INDEX, manifest::DOCKER_V2, manifest::DOCKER_V1_SIGNED] {

@@ -106,6 +106,7 @@ impl ClusterView for LiveCluster {
             return Some(SecretData {
                 type_: s.type_.clone().unwrap_or_default(),
                 data: s.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
+                unreadable: None,
             });
         }
         // It exists but is not a pull secret: its type is all we may say, and we did not read it.
@@ -113,6 +114,7 @@ impl ClusterView for LiveCluster {
         names.get(&ObjectRef::new(name).within(namespace)).map(|_| SecretData {
             type_: "neither kubernetes.io/dockerconfigjson nor kubernetes.io/dockercfg".into(),
             data: Default::default(),
+            unreadable: None,
         })
     }
 

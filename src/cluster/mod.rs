@@ -62,21 +62,34 @@ impl Snapshot {
         }
         let type_ = obj.get("type").and_then(Value::as_str).unwrap_or("Opaque").to_string();
         let mut data = BTreeMap::new();
+        let mut unreadable = None;
         if let Some(map) = obj.get("data").and_then(Value::as_object) {
             for (k, v) in map {
-                let s = v.as_str().ok_or_else(|| err(format!("data.{k} is not a string")))?;
-                let bytes = B64.decode(s.trim()).map_err(|_| err(format!("data.{k} is not valid base64")))?;
-                data.insert(k.clone(), bytes);
+                let decoded = match v.as_str() {
+                    None => Err(format!("data.{k} is not a string")),
+                    Some(s) => B64.decode(s.trim()).map_err(|_| format!("data.{k} is not valid base64")),
+                };
+                match decoded {
+                    Ok(bytes) => _ = data.insert(k.clone(), bytes),
+                    Err(why) => _ = unreadable.get_or_insert(why),
+                }
             }
         }
         if let Some(map) = obj.get("stringData").and_then(Value::as_object) {
             for (k, v) in map {
-                let s = v.as_str().ok_or_else(|| err(format!("stringData.{k} is not a string")))?;
-                data.insert(k.clone(), s.as_bytes().to_vec());
+                match v.as_str() {
+                    Some(s) => _ = data.insert(k.clone(), s.as_bytes().to_vec()),
+                    None => _ = unreadable.get_or_insert(format!("stringData.{k} is not a string")),
+                }
             }
         }
-        self.secrets.insert((namespace, name), SecretData { type_, data });
-        Ok(true)
+        // Kept even when unreadable: a pod naming it must hear "cannot be used", not "does not exist".
+        let result = match &unreadable {
+            Some(why) => Err(err(why.clone())),
+            None => Ok(true),
+        };
+        self.secrets.insert((namespace, name), SecretData { type_, data, unreadable });
+        result
     }
 
     pub fn set_namespace_mode(&mut self, namespace: &str, mode: &str) {

@@ -12,6 +12,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("config", pullguard::fuzzing::config),
     ("manifests", pullguard::fuzzing::manifests),
     ("admission", pullguard::fuzzing::admission),
+    ("keyring", pullguard::fuzzing::keyring),
 ];
 
 fn files(dir: &Path) -> Vec<PathBuf> {
