@@ -86,20 +86,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<InputError>) {
 pub fn parse_text(file: &str, text: &str, ext: Option<&str>, docs: &mut Vec<Document>, errors: &mut Vec<InputError>) {
     let looks_json = ext == Some("json") || (ext.is_none() && text.trim_start().starts_with(['{', '[']));
     if looks_json {
-        let stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
-        for (index, v) in stream.enumerate() {
-            match v {
-                Ok(v) => push_object(file, index, v, docs, errors),
-                Err(e) => {
-                    errors.push(InputError {
-                        file: file.into(),
-                        document: Some(index),
-                        message: format!("invalid JSON: {e}"),
-                    });
-                    break;
-                }
-            }
-        }
+        parse_json_stream(file, text, docs, errors);
         return;
     }
     for (index, chunk) in split_yaml_documents(text).into_iter().enumerate() {
@@ -117,6 +104,55 @@ pub fn parse_text(file: &str, text: &str, ext: Option<&str>, docs: &mut Vec<Docu
             }
         }
     }
+}
+
+/// A stream of JSON values. After a malformed value the parser cannot know where it ends, so it resumes at the
+/// next line that opens a value in column 0 (`{` or `[`, as `kubectl get -o json` and `jq` print them); each
+/// malformed stretch is one error, and every later document is still read.
+fn parse_json_stream(file: &str, text: &str, docs: &mut Vec<Document>, errors: &mut Vec<InputError>) {
+    let mut start = 0;
+    let mut index = 0;
+    while start < text.len() {
+        let mut stream = serde_json::Deserializer::from_str(&text[start..]).into_iter::<Value>();
+        let failed = loop {
+            match stream.next() {
+                None => break None,
+                Some(Ok(v)) => {
+                    push_object(file, index, v, docs, errors);
+                    index += 1;
+                }
+                Some(Err(e)) => break Some((e, stream.byte_offset())),
+            }
+        };
+        let Some((e, parsed_to)) = failed else { return };
+        let line = text[..start].matches('\n').count() + e.line();
+        errors.push(InputError {
+            file: file.into(),
+            document: Some(index),
+            message: format!("invalid JSON (line {line} of the file, column {}): {e}", e.column()),
+        });
+        index += 1;
+        // Resume after the line the bad value starts on, at the next value opening in column 0.
+        let bad_start =
+            start + parsed_to + text[start + parsed_to..].len() - text[start + parsed_to..].trim_start().len();
+        let after = text[bad_start..].find('\n').map_or(text.len(), |i| bad_start + i + 1);
+        match find_value_start(&text[after..]) {
+            Some(i) => start = after + i,
+            None => return,
+        }
+    }
+}
+
+/// The offset of the first line that begins with `{` or `[`.
+fn find_value_start(text: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.starts_with(['{', '[']) {
+            return Some(offset);
+        }
+        offset += line.len();
+    }
+    None
 }
 
 /// Splits a YAML stream at `---` document markers (column 0) and `...` end markers. Comments before the first
@@ -237,5 +273,18 @@ mod tests {
         assert_eq!(split_yaml_documents("---\na: 1\n").len(), 1);
         assert_eq!(split_yaml_documents("a: |\n  ---\n  x\n").len(), 1, "indented --- is content");
         assert_eq!(split_yaml_documents("--- {kind: Pod}\n").len(), 1);
+    }
+
+    /// A malformed JSON document used to end the stream silently: the documents after it were dropped unreported.
+    #[test]
+    fn json_stream_goes_on_after_a_malformed_document() {
+        let (mut d, mut e) = (vec![], vec![]);
+        let text = "{\"kind\": \"Pod\", \"metadata\": {\"name\": \"a\"}}\n{\"kind\": \"Pod\", oops\n}\n{\"kind\": \"Pod\", \"metadata\": {\"name\": \"c\"}}\n";
+        parse_text("f.json", text, Some("json"), &mut d, &mut e);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].document, Some(1));
+        let names: Vec<&str> = d.iter().map(|d| d.value["metadata"]["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["a", "c"]);
+        assert_eq!(d[1].index, 2);
     }
 }

@@ -130,7 +130,8 @@ pub enum WorkloadError {
     Spec {
         kind: String,
         name: String,
-        path: &'static str,
+        /// The JSON path of the offending field, e.g. `spec.template.spec.containers[1].image`.
+        path: String,
         #[source]
         source: serde_json::Error,
     },
@@ -177,11 +178,11 @@ impl Workload {
                 }
             }
         }
-        let spec = PodSpec::deserialize(node).map_err(|source| WorkloadError::Spec {
-            kind: kind.to_string(),
-            name,
-            path: spec_path,
-            source,
+        let spec = serde_path_to_error::deserialize(node).map_err(|e| {
+            let inner = e.path().to_string();
+            let path =
+                if inner == "." || inner.is_empty() { spec_path.to_string() } else { format!("{spec_path}.{inner}") };
+            WorkloadError::Spec { kind: kind.to_string(), name, path, source: e.into_inner() }
         })?;
         Ok(Some(Self { object, spec, spec_path }))
     }
@@ -290,6 +291,15 @@ mod tests {
         let obj = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": "nope"}});
         let err = Workload::from_object(&obj, "d").unwrap_err().to_string();
         assert!(err.contains("Pod \"p\"") && err.contains("field spec"), "{err}");
+    }
+
+    /// A wrong type deep inside the spec named only `field spec`.
+    #[test]
+    fn bad_nested_field_names_its_path() {
+        let obj = json!({"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec":
+            {"containers": [{"name": "a", "image": "nginx"}, {"name": "b", "image": 42}]}}}});
+        let err = Workload::from_object(&obj, "d").unwrap_err().to_string();
+        assert!(err.contains("spec.template.spec.containers[1].image"), "{err}");
     }
 
     #[test]
