@@ -6,11 +6,19 @@
 //!   expires (bounded by size). It is consulted only after a credential-scoped resolve succeeded, so it
 //!   cannot answer for a credential that has no access.
 //!
-//! Concurrent misses for one key coalesce into one lookup (moka's `entry().or_insert_with`).
+//! Concurrent misses for one key coalesce into one lookup. A lookup runs as its own task, bounded by
+//! `lookupTimeout` rather than by the review that started it: when a review's deadline ends its wait, the
+//! lookup goes on and fills the cache, and the next review joins it instead of starting over. (Filled inside the
+//! first caller's future, a slow registry never filled the cache for callers with short deadlines.)
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
 
 use crate::credentials::Credential;
 use crate::platform::Platform;
@@ -25,7 +33,7 @@ pub struct Facts {
     pub platforms: Vec<Platform>,
 }
 
-#[derive(Clone, Hash, PartialEq, Eq)]
+#[derive(Clone, Copy, Hash, PartialEq, Eq)]
 /// (registry, repository, tag-or-digest, credential fingerprint), hashed to 128 bits: a 100,000-entry cache
 /// holds 16 bytes of key per entry instead of four heap strings, and a collision is as likely as a SHA-256
 /// prefix collision.
@@ -91,11 +99,18 @@ pub struct CacheSettings {
     pub ttl: Duration,
     pub negative_ttl: Duration,
     pub max_entries: u64,
+    /// How long one registry lookup may run, whoever waits for it (`lookupTimeout`).
+    pub fill_timeout: Duration,
 }
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        Self { ttl: Duration::from_secs(300), negative_ttl: Duration::from_secs(30), max_entries: 100_000 }
+        Self {
+            ttl: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(30),
+            max_entries: 100_000,
+            fill_timeout: Duration::from_secs(4),
+        }
     }
 }
 
@@ -109,32 +124,84 @@ pub struct CacheStats {
 }
 
 /// Counts a lookup as in flight while it lives.
-struct InFlight<'a>(&'a std::sync::atomic::AtomicI64);
+struct InFlight(Arc<CacheStats>);
 
-impl<'a> InFlight<'a> {
-    fn new(c: &'a std::sync::atomic::AtomicI64) -> Self {
-        c.fetch_add(1, Ordering::Relaxed);
-        Self(c)
+impl InFlight {
+    fn new(stats: &Arc<CacheStats>) -> Self {
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(stats.clone())
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+type Fill<V> = Shared<BoxFuture<'static, V>>;
+
+/// The lookups running now, by key: a caller that finds its key here joins that lookup.
+struct Fills<K, V> {
+    running: Arc<Mutex<HashMap<K, Fill<V>>>>,
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static, V: Clone + Send + Sync + 'static> Fills<K, V> {
+    fn new() -> Self {
+        Self { running: Arc::default() }
+    }
+
+    fn running(&self, key: &K) -> Option<Fill<V>> {
+        self.running.lock().expect("fills lock poisoned").get(key).cloned()
+    }
+
+    /// Joins the lookup running for `key`, or spawns `fill` as its own task. `fill` stores its answer in the
+    /// cache before it leaves the running set, so a caller that finds neither may start a new one.
+    fn join_or_spawn(
+        &self,
+        key: K,
+        fill: impl Future<Output = V> + Send + 'static,
+        lost: impl FnOnce() -> V + Send + 'static,
+    ) -> Fill<V> {
+        let mut running = self.running.lock().expect("fills lock poisoned");
+        if let Some(f) = running.get(&key) {
+            return f.clone();
+        }
+        let registry = self.running.clone();
+        let k = key.clone();
+        let task = tokio::spawn(async move {
+            let v = fill.await;
+            registry.lock().expect("fills lock poisoned").remove(&k);
+            v
+        });
+        // A task that panicked answers with `lost()` rather than failing every waiter.
+        let shared = async move { task.await.unwrap_or_else(|_| lost()) }.boxed().shared();
+        running.insert(key, shared.clone());
+        shared
+    }
+}
+
+type ContentValue = Result<Arc<Vec<Platform>>, Failure>;
 
 /// A [`Registry`] behind caches.
 pub struct CachedRegistry<R> {
     inner: Arc<R>,
     resolved: moka::future::Cache<ResolveKey, ResolveValue>,
-    contents: moka::future::Cache<ContentKey, Arc<Vec<Platform>>>,
+    /// Platforms, or the fact that an index has none runnable: both are facts about immutable content.
+    contents: moka::future::Cache<ContentKey, ContentValue>,
+    resolving: Fills<ResolveKey, ResolveValue>,
+    fetching: Fills<ContentKey, ContentValue>,
+    fill_timeout: Duration,
     stats: Arc<CacheStats>,
+}
+
+fn lost_fill<T>() -> Result<T, Failure> {
+    Err(Failure::ServerError { status: 0, detail: "the lookup task failed".into() })
 }
 
 impl<R: Registry> CachedRegistry<R> {
     pub fn new(inner: Arc<R>, settings: CacheSettings) -> Self {
-        let CacheSettings { ttl, negative_ttl, max_entries } = settings;
+        let CacheSettings { ttl, negative_ttl, max_entries, fill_timeout } = settings;
         Self {
             inner,
             resolved: moka::future::Cache::builder()
@@ -142,6 +209,9 @@ impl<R: Registry> CachedRegistry<R> {
                 .expire_after(ResolveExpiry { ttl, negative_ttl })
                 .build(),
             contents: moka::future::Cache::builder().max_capacity(max_entries).build(),
+            resolving: Fills::new(),
+            fetching: Fills::new(),
+            fill_timeout,
             stats: Arc::default(),
         }
     }
@@ -160,33 +230,98 @@ impl<R: Registry> CachedRegistry<R> {
     }
 
     /// Resolves a reference for one credential (`None`: anonymous) and the platforms of what it resolves to.
+    /// Dropping the returned future (a review's deadline) leaves the lookup running to fill the cache.
     pub async fn lookup(&self, reference: &Reference, credential: Option<&Credential>) -> Result<Facts, Failure> {
         let key = ResolveKey::new(reference, credential);
-        let entry = self
-            .resolved
-            .entry(key)
-            .or_insert_with(async {
-                let _busy = InFlight::new(&self.stats.in_flight);
-                self.inner.resolve(reference, credential).await
-            })
-            .await;
-        self.count(entry.is_fresh());
-        let resolved = entry.into_value()?;
+        let resolved = match self.cached(&self.resolved, &self.resolving, &key).await {
+            Ok(v) => {
+                self.count(false);
+                v
+            }
+            Err(None) => {
+                self.count(true);
+                let (inner, r, c) = (self.inner.clone(), reference.clone(), credential.cloned());
+                let fill = self.bounded(async move { inner.resolve(&r, c.as_ref()).await });
+                let cache = self.resolved.clone();
+                let fill = async move {
+                    let v = fill.await;
+                    cache.insert(key, v.clone()).await;
+                    v
+                };
+                self.resolving.join_or_spawn(key, fill, lost_fill).await
+            }
+            Err(Some(running)) => {
+                self.count(true);
+                running.await
+            }
+        }?;
         let ckey = ContentKey {
             registry: reference.domain.clone(),
             repository: reference.path.clone(),
             digest: resolved.digest.clone(),
         };
-        let entry = self
-            .contents
-            .entry(ckey)
-            .or_try_insert_with(async {
-                let _busy = InFlight::new(&self.stats.in_flight);
-                self.inner.platforms(reference, &resolved.digest, credential).await.map(Arc::new)
-            })
-            .await
-            .map_err(|e| (*e).clone())?;
-        self.count(entry.is_fresh());
-        Ok(Facts { digest: resolved.digest, media_type: resolved.media_type, platforms: entry.into_value().to_vec() })
+        let platforms = match self.cached(&self.contents, &self.fetching, &ckey).await {
+            Ok(v) => {
+                self.count(false);
+                v
+            }
+            Err(None) => {
+                self.count(true);
+                let (inner, r, c, digest) =
+                    (self.inner.clone(), reference.clone(), credential.cloned(), resolved.digest.clone());
+                let fill = self.bounded(async move { inner.platforms(&r, &digest, c.as_ref()).await.map(Arc::new) });
+                let (cache, k) = (self.contents.clone(), ckey.clone());
+                let fill = async move {
+                    let v = fill.await;
+                    // Facts about immutable content are kept; failures to fetch it are not.
+                    if matches!(v, Ok(_) | Err(Failure::NoRunnablePlatform)) {
+                        cache.insert(k, v.clone()).await;
+                    }
+                    v
+                };
+                self.fetching.join_or_spawn(ckey, fill, lost_fill).await
+            }
+            Err(Some(running)) => {
+                self.count(true);
+                running.await
+            }
+        }?;
+        Ok(Facts { digest: resolved.digest, media_type: resolved.media_type, platforms: platforms.to_vec() })
+    }
+
+    /// The cached value, else the lookup running for `key` (`Err(Some)`), else neither (`Err(None)`). The cache
+    /// is read again after the running set, because a finishing lookup stores its value before it leaves it.
+    async fn cached<K, V>(
+        &self,
+        cache: &moka::future::Cache<K, V>,
+        fills: &Fills<K, V>,
+        key: &K,
+    ) -> Result<V, Option<Fill<V>>>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+    {
+        if let Some(v) = cache.get(key).await {
+            return Ok(v);
+        }
+        if let Some(running) = fills.running(key) {
+            return Err(Some(running));
+        }
+        cache.get(key).await.ok_or(None)
+    }
+
+    /// One registry operation as its own unit of work: counted as in flight, bounded by `lookupTimeout`.
+    fn bounded<T: Send + 'static>(
+        &self,
+        op: impl Future<Output = Result<T, Failure>> + Send + 'static,
+    ) -> impl Future<Output = Result<T, Failure>> + Send + 'static {
+        let (stats, limit) = (self.stats.clone(), self.fill_timeout);
+        async move {
+            let _busy = InFlight::new(&stats);
+            match tokio::time::timeout(limit, op).await {
+                Ok(v) => v,
+                Err(_) => Err(Failure::TimedOut { waited: limit, limit: crate::registry::TimeLimit::LookupTimeout }),
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ use crate::credentials::{Candidate, ClusterView, Keyring, pod_credentials};
 use crate::platform::Platform;
 use crate::policy::{self, Decision, Evaluation, LookupOutcome, PolicySettings, Reason, Verdict};
 use crate::reference::Reference;
-use crate::registry::{Failure, Registry};
+use crate::registry::{Failure, Registry, TimeLimit};
 use crate::workload::{ContainerType, ObjectRef, Workload};
 
 /// One credential candidate as reported: where it came from and the key that matched.
@@ -138,7 +138,8 @@ impl<R: Registry> Engine<R> {
         futures_util::future::join_all(futures).await
     }
 
-    /// Walks the candidates in kubelet order, then anonymous, under the deadline.
+    /// Walks the candidates in kubelet order, then anonymous, under the deadline. When time runs out, the
+    /// credentials refused so far are still reported, and the lookup under way goes on filling the cache.
     pub async fn lookup(
         &self,
         r: &Reference,
@@ -148,34 +149,29 @@ impl<R: Registry> Engine<R> {
         let Some(registry) = &self.registry else {
             return LookupOutcome::NotDone;
         };
-        let walk = async {
-            let mut rejected = Vec::new();
-            for (i, c) in candidates.iter().enumerate() {
-                match registry.lookup(r, Some(&c.credential)).await {
-                    Ok(facts) => {
-                        return LookupOutcome::Found { facts, used: Some(i), rejected };
-                    }
-                    Err(f) if f.is_auth() => rejected.push((i, f)),
-                    Err(failure) => return LookupOutcome::Failed { failure, rejected },
-                }
+        let now = tokio::time::Instant::now();
+        let (budget, limit) = match deadline {
+            Some(d) if d.saturating_duration_since(now) < self.settings.deadline => {
+                (d.saturating_duration_since(now), TimeLimit::ReviewDeadline)
             }
-            match registry.lookup(r, None).await {
-                Ok(facts) => LookupOutcome::Found { facts, used: None, rejected },
-                Err(failure) => LookupOutcome::Failed { failure, rejected },
+            _ => (self.settings.deadline, TimeLimit::LookupTimeout),
+        };
+        let end = now + budget;
+        let attempt = |credential| async move {
+            let timed_out = Failure::TimedOut { waited: budget, limit };
+            tokio::time::timeout_at(end, registry.lookup(r, credential)).await.unwrap_or(Err(timed_out))
+        };
+        let mut rejected = Vec::new();
+        for (i, c) in candidates.iter().enumerate() {
+            match attempt(Some(&c.credential)).await {
+                Ok(facts) => return LookupOutcome::Found { facts, used: Some(i), rejected },
+                Err(f) if f.is_auth() => rejected.push((i, f)),
+                Err(failure) => return LookupOutcome::Failed { failure, rejected },
             }
-        };
-        let budget = match deadline {
-            Some(d) => self.settings.deadline.min(d.saturating_duration_since(tokio::time::Instant::now())),
-            None => self.settings.deadline,
-        };
-        match tokio::time::timeout(budget, walk).await {
-            Ok(outcome) => outcome,
-            Err(_) => LookupOutcome::Failed {
-                failure: Failure::Unreachable {
-                    detail: format!("the lookup did not finish within {:.1}s", budget.as_secs_f64()),
-                },
-                rejected: vec![],
-            },
+        }
+        match attempt(None).await {
+            Ok(facts) => LookupOutcome::Found { facts, used: None, rejected },
+            Err(failure) => LookupOutcome::Failed { failure, rejected },
         }
     }
 }

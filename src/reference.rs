@@ -46,7 +46,9 @@ pub enum ReferenceError {
         "invalid tag {0:?} (allowed: letters, digits, '_', '.', '-', at most 128 characters, not starting with '.' or '-')"
     )]
     Tag(String),
-    #[error("invalid digest {0:?} (expected algorithm:hex, e.g. sha256: followed by 64 lowercase hex digits)")]
+    #[error(
+        "invalid digest {0:?} (expected sha256:, sha384: or sha512: followed by 64, 96 or 128 lowercase hex digits)"
+    )]
     Digest(String),
 }
 
@@ -222,22 +224,22 @@ fn validate_tag(tag: &str) -> Result<(), ReferenceError> {
     if ok { Ok(()) } else { Err(ReferenceError::Tag(tag.to_string())) }
 }
 
-fn validate_digest(d: &str) -> Result<(), ReferenceError> {
-    let bad = || ReferenceError::Digest(d.to_string());
+/// A digest as go-digest's `Parse` accepts it (distribution/reference calls it, and so the kubelet): an
+/// algorithm it implements — sha256, sha384 or sha512 — and that many lowercase hex digits. Anything else, `md5:`
+/// included, is refused there (`ErrDigestUnsupported`, `ErrDigestInvalidLength`), so it is refused here.
+pub fn validate_digest(d: &str) -> Result<(), ReferenceError> {
+    let bad = || ReferenceError::Digest(d.chars().take(150).collect());
     let (alg, hex) = d.split_once(':').ok_or_else(bad)?;
-    let alg_ok = !alg.is_empty()
-        && alg
-            .split(['+', '.', '_', '-'])
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
-    if !alg_ok || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let want = match alg {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => return Err(bad()),
+    };
+    if hex.len() != want || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(bad());
     }
-    let lower_hex = hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    match alg {
-        "sha256" if hex.len() != 64 || !lower_hex => Err(bad()),
-        "sha512" if hex.len() != 128 || !lower_hex => Err(bad()),
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -245,6 +247,31 @@ mod tests {
     use super::*;
 
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    /// go-digest's `Parse` (used by distribution/reference) accepts only the algorithms it has: sha256 (64 hex),
+    /// sha384 (96) and sha512 (128), lowercase; anything else is `ErrDigestUnsupported` or `ErrDigestInvalidLength`.
+    #[test]
+    fn digest_algorithms_are_those_the_kubelet_accepts() {
+        let ok = [
+            format!("sha256:{}", "a".repeat(64)),
+            format!("sha384:{}", "b".repeat(96)),
+            format!("sha512:{}", "c".repeat(128)),
+        ];
+        for d in ok {
+            assert!(Reference::parse(&format!("app@{d}")).is_ok(), "{d}");
+        }
+        let bad = [
+            format!("md5:{}", "0".repeat(32)),
+            format!("sha1:{}", "0".repeat(40)),
+            format!("sha384:{}", "b".repeat(64)),
+            format!("sha512:{}", "c".repeat(64)),
+            format!("sha256:{}", "A".repeat(64)),
+            format!("blake3:{}", "0".repeat(64)),
+        ];
+        for d in bad {
+            assert!(matches!(Reference::parse(&format!("app@{d}")), Err(ReferenceError::Digest(_))), "{d}");
+        }
+    }
 
     /// Cases from distribution/reference's normalize and reference tests, plus the kubelet's `:latest` rule.
     #[test]

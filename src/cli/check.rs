@@ -58,7 +58,8 @@ pub fn build_engine(cfg: &Config, offline: bool) -> anyhow::Result<Engine<Regist
         let client =
             RegistryClient::new(&cfg.endpoint_settings(), Guard::new(cfg.blocked_networks.clone()), cfg.lookup_timeout)
                 .context("building the registry client")?;
-        Some(Arc::new(CachedRegistry::new(Arc::new(client), cfg.cache)))
+        let cache = crate::cache::CacheSettings { fill_timeout: cfg.lookup_timeout, ..cfg.cache };
+        Some(Arc::new(CachedRegistry::new(Arc::new(client), cache)))
     };
     let mut node_keyring = Keyring::default();
     if let Some(nc) = &cfg.node_credentials {

@@ -15,7 +15,7 @@ use crate::cache::Facts;
 use crate::credentials::{Candidate, SecretProblem};
 use crate::platform::{Platform, PlatformFit, fit};
 use crate::reference::{Reference, ReferenceError};
-use crate::registry::Failure;
+use crate::registry::{Failure, TimeLimit, fmt_duration};
 
 /// What happens to a container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Hash)]
@@ -46,6 +46,7 @@ pub enum Reason {
     RepositoryNotFound,
     TagNotFound,
     DigestNotFound,
+    DigestMismatch,
     CredentialsMissing,
     CredentialsRejected,
     PlatformMismatch,
@@ -61,12 +62,13 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::Ok,
         Reason::InvalidReference,
         Reason::RepositoryNotFound,
         Reason::TagNotFound,
         Reason::DigestNotFound,
+        Reason::DigestMismatch,
         Reason::CredentialsMissing,
         Reason::CredentialsRejected,
         Reason::PlatformMismatch,
@@ -89,6 +91,9 @@ impl Reason {
             Reason::RepositoryNotFound => "The repository does not exist on the registry.",
             Reason::TagNotFound => "The tag does not exist in the repository.",
             Reason::DigestNotFound => "The digest does not exist in the repository.",
+            Reason::DigestMismatch => {
+                "The registry serves content that does not match the digest; the kubelet refuses it."
+            }
             Reason::CredentialsMissing => "The registry requires credentials and the pod has none for it.",
             Reason::CredentialsRejected => "The registry refused the pod's credentials.",
             Reason::PlatformMismatch => "The image does not serve the platforms the pod may run on.",
@@ -293,6 +298,52 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
                         ),
                     )
                 }
+                Failure::DigestMismatch { digest, detail } => decision(
+                    Verdict::Deny,
+                    Reason::DigestMismatch,
+                    format!(
+                        "{repo}@{digest} cannot be pulled: {detail}. The kubelet verifies every digest and refuses \
+                         such content. Fix: pin the digest the registry really serves (re-resolve the tag, e.g. \
+                         skopeo inspect docker://{repo}:TAG), or repair the registry or mirror that serves other \
+                         content under this digest."
+                    ),
+                ),
+                Failure::NoRunnablePlatform => decision(
+                    Verdict::Deny,
+                    Reason::PlatformMismatch,
+                    format!(
+                        "{r} is an index that lists no runnable image (only attestations or unknown/unknown \
+                         entries), so no node can pull it. Fix: publish the image with its platforms (docker buildx \
+                         build --platform {} --push).",
+                        join(&e.cluster_platforms).replace(", ", ",")
+                    ),
+                ),
+                Failure::TimedOut { waited, limit } => {
+                    let what = match limit {
+                        TimeLimit::LookupTimeout => format!(
+                            "registry {registry} did not answer within lookupTimeout ({})",
+                            fmt_duration(*waited)
+                        ),
+                        TimeLimit::ReviewDeadline if waited.as_millis() < 50 => format!(
+                            "no time was left in this review to look up {r} (the API server's timeout for the \
+                             webhook was used up); the lookup goes on, and its answer is cached for the next review"
+                        ),
+                        TimeLimit::ReviewDeadline => format!(
+                            "registry {registry} did not answer within the {} left of this review's time (the API \
+                             server's timeout for the webhook); the lookup goes on, and its answer is cached for the \
+                             next review",
+                            fmt_duration(*waited)
+                        ),
+                    };
+                    decision(
+                        fail_open,
+                        Reason::RegistryUnreachable,
+                        format!(
+                            "{what} ({open_note}). Fix: check the registry's health and latency from the cluster; \
+                             if it is only slow, raise lookupTimeout or the webhook's timeoutSeconds."
+                        ),
+                    )
+                }
                 Failure::ServerError { detail, .. } | Failure::InvalidManifest { detail } => decision(
                     fail_open,
                     Reason::RegistryError,
@@ -302,8 +353,14 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
                     ),
                 ),
             };
+            // Refused credentials matter even when something else ended the walk (a timeout, an outage).
+            if !rejected.is_empty() && !failure.is_auth() {
+                let who: Vec<String> = rejected.iter().map(|(i, _)| describe_candidate(&e.candidates[*i])).collect();
+                d.message
+                    .push_str(&format!(" Before that, the registry refused the credentials in {}.", who.join(", ")));
+            }
             if !secret_note.is_empty()
-                && !matches!(d.reason, Reason::SecretNotFound | Reason::SecretInOtherNamespace | Reason::SecretInvalid)
+                && !matches!(d.reason, Reason::SecretNotFound | Reason::SecretInvalid | Reason::SecretInOtherNamespace)
             {
                 d.message.push_str(&format!(" Also: {secret_note}"));
             }

@@ -21,6 +21,7 @@ use super::manifest::{self, ACCEPT as MANIFEST_ACCEPT, MAX_CONFIG_BYTES, MAX_MAN
 use super::{Failure, Registry, Resolved};
 use crate::credentials::Credential;
 use crate::platform::Platform;
+use crate::reference::validate_digest;
 use crate::reference::{DOCKER_HUB, Reference};
 
 const MAX_REDIRECTS: usize = 5;
@@ -30,7 +31,14 @@ const MAX_SMALL_BODY: usize = 1024 * 1024;
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     pub base: Url,
+    /// For the endpoint's own origin: its configured CA and `insecureSkipVerify`.
     client: reqwest::Client,
+    /// For any other origin (a token realm or redirect target on another host): the configured CA is still
+    /// trusted, but verification is never off, so `insecureSkipVerify` cannot expose credentials elsewhere.
+    foreign: reqwest::Client,
+    /// A configured or well-known registry: its connection errors are reported in full. For any other host,
+    /// which the image string chose, they are reported in one form, so messages cannot scan the network.
+    known: bool,
     /// Metrics label: the configured or well-known registry name, else `other` (the host in an image is
     /// attacker-chosen and must not blow up label cardinality).
     label: Arc<str>,
@@ -139,7 +147,9 @@ pub struct RegistryClient {
     default_client: reqwest::Client,
     guard: Guard,
     tokens: moka::future::Cache<TokenKey, Arc<Token>>,
-    challenges: Mutex<HashMap<String, Challenge>>,
+    /// The auth challenge each endpoint answered with, from its own origin only. Bounded: image hosts are
+    /// attacker-chosen.
+    challenges: moka::future::Cache<String, Challenge>,
     request_timeout: Duration,
     stats: Arc<RegistryStats>,
 }
@@ -178,23 +188,32 @@ impl RegistryClient {
                 Some(u) => with_trailing_slash(u.clone()),
                 None => default_base(registry).ok_or_else(|| ClientError::Name { registry: registry.clone() })?,
             };
-            let client = if ca_pem.is_some() || *insecure_skip_verify {
-                let mut b = builder(&guard, request_timeout);
-                if let Some((path, pem)) = ca_pem {
-                    let certs = reqwest::Certificate::from_pem_bundle(pem)
-                        .ok()
-                        .filter(|c| !c.is_empty())
-                        .ok_or_else(|| ClientError::CaParse { registry: registry.clone(), path: path.clone() })?;
-                    b = b.tls_certs_merge(certs);
-                }
-                if *insecure_skip_verify {
-                    b = b.tls_danger_accept_invalid_certs(true);
-                }
-                b.build().map_err(|source| ClientError::Build { registry: registry.clone(), source })?
+            let (client, foreign) = if ca_pem.is_some() || *insecure_skip_verify {
+                let certs = match ca_pem {
+                    Some((path, pem)) => Some(
+                        reqwest::Certificate::from_pem_bundle(pem)
+                            .ok()
+                            .filter(|c| !c.is_empty())
+                            .ok_or_else(|| ClientError::CaParse { registry: registry.clone(), path: path.clone() })?,
+                    ),
+                    None => None,
+                };
+                let build = |insecure: bool| {
+                    let mut b = builder(&guard, request_timeout);
+                    if let Some(certs) = &certs {
+                        b = b.tls_certs_merge(certs.clone());
+                    }
+                    b.tls_danger_accept_invalid_certs(insecure)
+                        .build()
+                        .map_err(|source| ClientError::Build { registry: registry.clone(), source })
+                };
+                let verified = build(false)?;
+                if *insecure_skip_verify { (build(true)?, verified) } else { (verified.clone(), verified) }
             } else {
-                default_client.clone()
+                (default_client.clone(), default_client.clone())
             };
-            endpoints.insert(registry.clone(), Endpoint { base, client, label: Arc::from(registry.as_str()) });
+            let label = Arc::from(registry.as_str());
+            endpoints.insert(registry.clone(), Endpoint { base, client, foreign, known: true, label });
         }
         let tokens = moka::future::Cache::builder().max_capacity(10_000).expire_after(TokenExpiry).build();
         Ok(Self {
@@ -202,7 +221,10 @@ impl RegistryClient {
             default_client,
             guard,
             tokens,
-            challenges: Mutex::new(HashMap::new()),
+            challenges: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
             request_timeout,
             stats: Arc::default(),
         })
@@ -215,11 +237,15 @@ impl RegistryClient {
         }
         let base = default_base(registry)
             .ok_or_else(|| Failure::Unreachable { detail: format!("{registry:?} is not a usable host name") })?;
-        let label = if WELL_KNOWN.contains(&registry) { registry } else { "other" };
-        Ok(Endpoint { base, client: self.default_client.clone(), label: Arc::from(label) })
+        let known = WELL_KNOWN.contains(&registry);
+        let label = if known { registry } else { "other" };
+        let client = self.default_client.clone();
+        Ok(Endpoint { base, foreign: client.clone(), client, known, label: Arc::from(label) })
     }
 
-    /// Sends one request, following redirects by hand: `Authorization` goes only to `auth_origin`.
+    /// Sends one request, following redirects by hand: `Authorization` goes only to `auth_origin`, the
+    /// endpoint's relaxed TLS settings only to its own origin, userinfo in a URL is never used, and an HTTPS
+    /// request is never redirected to plain HTTP.
     async fn send(
         &self,
         ep: &Endpoint,
@@ -229,9 +255,14 @@ impl RegistryClient {
         authorization: Option<&HeaderValue>,
         auth_origin: &url::Origin,
     ) -> Result<Response, Failure> {
+        let own = ep.base.origin();
         for _ in 0..=MAX_REDIRECTS {
+            // reqwest would turn userinfo into a second Authorization header.
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
             self.guard.check_url(&url).map_err(|b| Failure::Blocked { detail: b.to_string() })?;
-            let mut req = ep.client.request(method.clone(), url.clone()).timeout(self.request_timeout);
+            let client = if url.origin() == own { &ep.client } else { &ep.foreign };
+            let mut req = client.request(method.clone(), url.clone()).timeout(self.request_timeout);
             if let Some(a) = accept {
                 req = req.header(ACCEPT, a);
             }
@@ -241,7 +272,7 @@ impl RegistryClient {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    let failure = transport(&e, &url);
+                    let failure = transport(&e, &url, ep.known);
                     let outcome = if matches!(failure, Failure::Blocked { .. }) { "blocked" } else { "error" };
                     self.stats.record(&ep.label, outcome);
                     return Err(failure);
@@ -250,13 +281,22 @@ impl RegistryClient {
             self.stats.record(&ep.label, outcome_of(resp.status()));
             if resp.status().is_redirection() {
                 if let Some(loc) = resp.headers().get(LOCATION).and_then(|l| l.to_str().ok()) {
-                    url = url.join(loc).map_err(|_| Failure::ServerError {
-                        status: resp.status().as_u16(),
+                    let status = resp.status().as_u16();
+                    let next = url.join(loc).map_err(|_| Failure::ServerError {
+                        status,
                         detail: "redirect with an invalid Location".into(),
                     })?;
-                    if !matches!(url.scheme(), "http" | "https") {
-                        return Err(Failure::Blocked { detail: format!("redirect to a {} URL", url.scheme()) });
+                    if !matches!(next.scheme(), "http" | "https") {
+                        return Err(Failure::Blocked { detail: format!("redirect to a {} URL", next.scheme()) });
                     }
+                    if url.scheme() == "https" && next.scheme() == "http" {
+                        return Err(Failure::ServerError {
+                            status,
+                            detail: "an HTTPS request was redirected to plain HTTP, which pullguard does not follow"
+                                .into(),
+                        });
+                    }
+                    url = next;
                     continue;
                 }
             }
@@ -277,7 +317,7 @@ impl RegistryClient {
     ) -> Result<Response, Failure> {
         let origin = ep.base.origin();
         let origin_key = ep.base.as_str().to_string();
-        let known = self.challenges.lock().expect("challenge map lock poisoned").get(&origin_key).cloned();
+        let known = self.challenges.get(&origin_key).await;
         let scope = format!("repository:{repository}:pull");
         // With a known challenge, answer it up front and save the unauthenticated round trip.
         let mut sent_token: Option<TokenKey> = None;
@@ -291,7 +331,8 @@ impl RegistryClient {
             }
             None => None,
         };
-        let resp = self.send(ep, method.clone(), url.clone(), accept, pre.as_ref(), &origin).await?;
+        let resp =
+            own_origin(self.send(ep, method.clone(), url.clone(), accept, pre.as_ref(), &origin).await?, &origin)?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -303,7 +344,7 @@ impl RegistryClient {
         else {
             return Ok(resp);
         };
-        self.challenges.lock().expect("challenge map lock poisoned").insert(origin_key, challenge.clone());
+        self.challenges.insert(origin_key, challenge.clone()).await;
         let header = match &challenge {
             Challenge::Basic => match credential {
                 Some(c) => basic_header(c),
@@ -314,7 +355,7 @@ impl RegistryClient {
                 bearer_header(&token.value)
             }
         };
-        let retry = self.send(ep, method, url, accept, Some(&header), &origin).await?;
+        let retry = own_origin(self.send(ep, method, url, accept, Some(&header), &origin).await?, &origin)?;
         if retry.status() == StatusCode::UNAUTHORIZED && matches!(challenge, Challenge::Basic) {
             return Err(Failure::CredentialsRejected { detail: "the registry refused the username/password".into() });
         }
@@ -405,18 +446,13 @@ impl RegistryClient {
         if !resp.status().is_success() {
             return Failure::TagNotFound { tag, tags: vec![] };
         }
-        #[derive(serde::Deserialize)]
-        struct TagList {
-            #[serde(default)]
-            tags: Option<Vec<String>>,
-        }
-        let tags = match read_capped(resp, 4 * MAX_SMALL_BODY).await {
-            Ok(body) => serde_json::from_slice::<TagList>(&body).ok().and_then(|t| t.tags).unwrap_or_default(),
-            Err(_) => vec![],
-        };
-        // Keep only what messages use (the nearest tags and a sample), not a big repository's whole list in
-        // every cached negative answer.
-        let tags = keep_for_suggestions(&tag, tags);
+        let body = read_capped(resp, 4 * MAX_SMALL_BODY).await.unwrap_or_default();
+        // Parsing a list of up to 4 MiB and ranking its tags is CPU work: off the runtime threads, so that no
+        // registry can stall other reviews or the deadline that bounds this one.
+        let wanted = tag.clone();
+        let tags = tokio::task::spawn_blocking(move || keep_for_suggestions(&wanted, parse_tags(&body)))
+            .await
+            .unwrap_or_default();
         // distribution answers an existing repository with no tags left with an empty list.
         Failure::TagNotFound { tag, tags }
     }
@@ -457,16 +493,28 @@ impl Registry for RegistryClient {
         match resp.status() {
             s if s.is_success() => {
                 let media_type = header_str(&resp, CONTENT_TYPE).unwrap_or_default();
-                let digest = header_str(&resp, "docker-content-digest".parse().expect("static header name"));
-                if let Some(d) = digest.filter(|d| d.contains(':')) {
-                    return Ok(Resolved { digest: d, media_type });
+                let header = header_str(&resp, "docker-content-digest".parse().expect("static header name"));
+                match (header.filter(|h| !h.is_empty()), &reference.digest) {
+                    // containerd refuses a digest header it cannot parse, so the pull would fail too.
+                    (Some(h), _) if validate_digest(&h).is_err() => Err(Failure::InvalidManifest {
+                        detail: format!(
+                            "its Docker-Content-Digest header {:?} is not a digest the kubelet accepts",
+                            h.chars().take(100).collect::<String>()
+                        ),
+                    }),
+                    (Some(h), Some(pinned)) if &h != pinned => Err(Failure::DigestMismatch {
+                        digest: pinned.clone(),
+                        detail: format!("the registry answers it with another manifest, {h}"),
+                    }),
+                    (Some(digest), _) => Ok(Resolved { digest, media_type }),
+                    // Verified when its content is fetched.
+                    (None, Some(pinned)) => Ok(Resolved { digest: pinned.clone(), media_type }),
+                    (None, None) => {
+                        // No digest header on a successful HEAD: only now is a GET justified.
+                        let (media_type, body) = self.get_manifest(&ep, reference, url, credential).await?;
+                        Ok(Resolved { digest: manifest::sha256_digest(&body), media_type })
+                    }
                 }
-                if let Some(d) = &reference.digest {
-                    return Ok(Resolved { digest: d.clone(), media_type });
-                }
-                // No digest header on a successful HEAD: only now is a GET justified.
-                let (media_type, body) = self.get_manifest(&ep, reference, url, credential).await?;
-                Ok(Resolved { digest: manifest::sha256_digest(&body), media_type })
             }
             StatusCode::NOT_FOUND => Err(match &reference.digest {
                 Some(d) => Failure::DigestNotFound { digest: d.clone() },
@@ -485,15 +533,17 @@ impl Registry for RegistryClient {
         let ep = self.endpoint(&reference.domain)?;
         let url = Self::manifest_url(&ep, reference, digest)?;
         let (content_type, body) = self.get_manifest(&ep, reference, url, credential).await?;
-        if digest.starts_with("sha256:") && manifest::sha256_digest(&body) != digest {
-            return Err(Failure::InvalidManifest {
-                detail: format!("the manifest served for {digest} does not match its digest"),
+        if !manifest::matches_digest(digest, &body) {
+            return Err(Failure::DigestMismatch {
+                digest: digest.to_string(),
+                detail: "the manifest the registry serves under that digest does not hash to it".into(),
             });
         }
         let parsed =
             manifest::parse(&body, &content_type).map_err(|e| Failure::InvalidManifest { detail: e.to_string() })?;
         match parsed {
-            Parsed::Index(p) => Ok(p),
+            Parsed::Index { platforms, unlabelled: false } if platforms.is_empty() => Err(Failure::NoRunnablePlatform),
+            Parsed::Index { platforms, .. } => Ok(platforms),
             Parsed::Schema1(p) => Ok(vec![p]),
             Parsed::Image { config_digest } => {
                 let url = ep
@@ -511,6 +561,16 @@ impl Registry for RegistryClient {
             }
         }
     }
+}
+
+/// The tags of a tags-list body; nothing for a body that is not one.
+fn parse_tags(body: &[u8]) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct TagList {
+        #[serde(default)]
+        tags: Option<Vec<String>>,
+    }
+    serde_json::from_slice::<TagList>(body).ok().and_then(|t| t.tags).unwrap_or_default()
 }
 
 fn keep_for_suggestions(wanted: &str, mut all: Vec<String>) -> Vec<String> {
@@ -614,7 +674,7 @@ async fn read_capped(mut resp: Response, cap: usize) -> Result<Vec<u8>, Failure>
     }
     let url = resp.url().clone();
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&e, &url))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&e, &url, true))? {
         if body.len() + chunk.len() > cap {
             return Err(Failure::InvalidManifest { detail: format!("response larger than the {cap}-byte limit") });
         }
@@ -623,13 +683,39 @@ async fn read_capped(mut resp: Response, cap: usize) -> Result<Vec<u8>, Failure>
     Ok(body)
 }
 
-/// Classifies a transport error: blocked address, timeout, or unreachable (DNS, connect, TLS).
-fn transport(e: &reqwest::Error, url: &Url) -> Failure {
+/// A 401 from another origin (a redirect target) is not the registry's challenge: it is never answered with
+/// credentials, never remembered for the registry, and says nothing about the pod's credentials.
+fn own_origin(resp: Response, origin: &url::Origin) -> Result<Response, Failure> {
+    if resp.status() == StatusCode::UNAUTHORIZED && &resp.url().origin() != origin {
+        return Err(Failure::ServerError {
+            status: 401,
+            detail: "the registry redirected to another host, which asked for authentication; credentials are \
+                     sent only to the registry itself"
+                .into(),
+        });
+    }
+    Ok(resp)
+}
+
+/// Classifies a transport error: blocked address, timeout, or unreachable (DNS, connect, TLS). `verbose` for a
+/// configured or well-known registry; for any other host, every failure but DNS reads the same, so admission
+/// messages cannot tell a closed port from an open one that does not speak TLS (the details go to the log).
+fn transport(e: &reqwest::Error, url: &Url, verbose: bool) -> Failure {
     if let Some(b) = find_blocked(e) {
         return Failure::Blocked { detail: b.to_string() };
     }
     let host = url.host_str().unwrap_or("?");
     let port = url.port_or_known_default().map(|p| format!(":{p}")).unwrap_or_default();
+    if !verbose {
+        tracing::debug!(%host, error = %error_chain(e), "connection to an unconfigured registry host failed");
+        let dns = error_chain(e).contains("dns error");
+        let detail = if dns {
+            format!("the host name {host} does not resolve (DNS)")
+        } else {
+            format!("could not reach {host}{port} over HTTPS")
+        };
+        return Failure::Unreachable { detail };
+    }
     if e.is_timeout() {
         return Failure::Unreachable { detail: format!("{host}{port} did not answer in time") };
     }
@@ -642,6 +728,18 @@ fn transport(e: &reqwest::Error, url: &Url) -> Failure {
     }
     let cause = causes.last().cloned().unwrap_or_else(|| "connection failed".into());
     Failure::Unreachable { detail: format!("cannot connect to {host}{port}: {cause}") }
+}
+
+/// Every message in an error's source chain, for logs.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }
 
 #[cfg(test)]

@@ -40,6 +40,29 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// `ip`, the IPv4 address it embeds, and the loopback address when it is unspecified.
+fn reaches(ip: IpAddr) -> [Option<IpAddr>; 3] {
+    let embedded = match ip {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let low = std::net::Ipv4Addr::from((bits & 0xffff_ffff) as u32);
+            let nat64 = bits >> 32 == 0x0064_ff9b_0000_0000_0000_0000;
+            // IPv4-compatible (deprecated, ::a.b.c.d), but not :: and ::1, which are IPv6's own.
+            let compatible = bits >> 32 == 0 && bits > 1;
+            v6.to_ipv4_mapped().or((nat64 || compatible).then_some(low)).map(IpAddr::V4)
+        }
+        IpAddr::V4(_) => None,
+    };
+    let local = match (ip, embedded) {
+        (IpAddr::V4(v4), _) | (_, Some(IpAddr::V4(v4))) if v4.is_unspecified() => {
+            Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+        }
+        (IpAddr::V6(v6), _) if v6.is_unspecified() => Some(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
+        _ => None,
+    };
+    [Some(ip), embedded, local]
+}
+
 impl fmt::Display for IpNet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
@@ -84,11 +107,22 @@ pub struct Guard {
 
 /// A host that resolved only into blocked networks. Travels through the HTTP client's error chain.
 #[derive(Debug, thiserror::Error)]
-#[error("{host} resolves to {addr}, which is in the blocked network {net}")]
+#[error("{}", self.describe())]
 pub struct Blocked {
     pub host: String,
     pub addr: IpAddr,
     pub net: IpNet,
+}
+
+impl Blocked {
+    /// A name's resolved address is internal knowledge and is not echoed; a literal address is the user's own.
+    fn describe(&self) -> String {
+        if self.host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok() {
+            format!("{} is in the blocked network {}", self.host, self.net)
+        } else {
+            format!("{} resolves into the blocked network {}", self.host, self.net)
+        }
+    }
 }
 
 impl Guard {
@@ -96,8 +130,11 @@ impl Guard {
         Self { blocked: Arc::new(blocked) }
     }
 
+    /// The blocked network `ip` reaches, if any. An address is judged by every address it reaches: its
+    /// embedded IPv4 address (IPv4-mapped, IPv4-compatible, NAT64 `64:ff9b::/96`), and for the unspecified
+    /// address (`0.0.0.0`, `::`), which Linux connects to the local host, the loopback address.
     pub fn blocked_by(&self, ip: IpAddr) -> Option<IpNet> {
-        self.blocked.iter().copied().find(|n| n.contains(ip))
+        reaches(ip).into_iter().flatten().find_map(|a| self.blocked.iter().copied().find(|n| n.contains(a)))
     }
 
     /// Checks a URL's host when it is a literal IP (names are checked by the resolver).
@@ -187,5 +224,21 @@ mod tests {
         assert!(g.check_url(&"https://[fe80::1]:5000/v2/".parse().unwrap()).is_err());
         assert!(g.check_url(&"http://127.0.0.1:5000/v2/".parse().unwrap()).is_ok());
         assert!(g.check_url(&"https://registry.example.com/v2/".parse().unwrap()).is_ok());
+    }
+
+    /// IPv4-compatible (`::a.b.c.d`) and NAT64 (`64:ff9b::/96`) spellings reach the IPv4 address they embed, and
+    /// the unspecified address reaches this host's loopback.
+    #[test]
+    fn embedded_ipv4_and_unspecified_addresses_are_what_they_reach() {
+        let g = Guard::new(DEFAULT_BLOCKED.iter().map(|s| s.parse().unwrap()).collect());
+        for url in ["http://[::a9fe:a9fe]/", "http://[::169.254.169.254]/", "http://[64:ff9b::a9fe:a9fe]/"] {
+            assert!(g.check_url(&url.parse().unwrap()).is_err(), "{url} reaches the metadata address");
+        }
+        let lo = Guard::new(vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
+        for url in ["http://0.0.0.0:5000/", "http://[::]:5000/", "http://0:5000/"] {
+            assert!(lo.check_url(&url.parse().unwrap()).is_err(), "{url} reaches loopback");
+        }
+        assert!(lo.check_url(&"http://[::2]/".parse().unwrap()).is_ok());
+        assert!(g.check_url(&"http://[64:ff9b::808:808]/".parse().unwrap()).is_ok(), "NAT64 of a public address");
     }
 }

@@ -24,8 +24,10 @@ pub const MAX_CONFIG_BYTES: usize = 8 * 1024 * 1024;
 /// What a manifest body says.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
-    /// An index or manifest list: its runnable platforms (attestations dropped).
-    Index(Vec<Platform>),
+    /// An index or manifest list: its runnable platforms (attestations and `unknown/unknown` dropped), and
+    /// whether it also lists images without a platform (containerd then reads their configs), so that an empty
+    /// list means "platforms unknown" rather than "nothing runnable".
+    Index { platforms: Vec<Platform>, unlabelled: bool },
     /// A single image: its config blob holds the platform.
     Image { config_digest: String },
     /// A schema 1 manifest names its architecture itself.
@@ -85,7 +87,7 @@ pub fn parse(body: &[u8], content_type: &str) -> Result<Parsed, ManifestError> {
         return Ok(Parsed::Schema1(Platform::new("linux", &arch, None)));
     }
     if let Some(list) = raw.manifests {
-        let mut out: Vec<Platform> = list
+        let runnable: Vec<Descriptor> = list
             .into_iter()
             .filter(|d| {
                 let attestation = d
@@ -95,13 +97,17 @@ pub fn parse(body: &[u8], content_type: &str) -> Result<Parsed, ManifestError> {
                     .is_some_and(|t| t == "attestation-manifest");
                 !attestation
             })
+            .collect();
+        let unlabelled = runnable.iter().any(|d| d.platform.is_none());
+        let mut platforms: Vec<Platform> = runnable
+            .into_iter()
             .filter_map(|d| d.platform)
             .map(|p| Platform::new(&p.os, &p.architecture, p.variant.as_deref()))
             .filter(|p| !p.is_unknown() && !p.os.is_empty() && !p.architecture.is_empty())
             .collect();
-        out.sort();
-        out.dedup();
-        return Ok(Parsed::Index(out));
+        platforms.sort();
+        platforms.dedup();
+        return Ok(Parsed::Index { platforms, unlabelled });
     }
     match raw.config {
         Some(c) if !c.digest.is_empty() => Ok(Parsed::Image { config_digest: c.digest }),
@@ -130,9 +136,26 @@ pub fn config_platform(body: &[u8]) -> Result<Platform, ManifestError> {
 
 /// `sha256:<hex>` of a body.
 pub fn sha256_digest(body: &[u8]) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
+    digest_with(&aws_lc_rs::digest::SHA256, "sha256", body)
+}
+
+fn digest_with(alg: &'static aws_lc_rs::digest::Algorithm, name: &str, body: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(alg, body);
     let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("{name}:{hex}")
+}
+
+/// Whether `body` hashes to `digest`, for every algorithm the kubelet accepts (sha256, sha384, sha512). Any
+/// other algorithm is never verified, so never a match.
+pub fn matches_digest(digest: &str, body: &[u8]) -> bool {
+    use aws_lc_rs::digest::{SHA256, SHA384, SHA512};
+    let (name, alg) = match digest.split_once(':').map(|(a, _)| a) {
+        Some("sha256") => ("sha256", &SHA256),
+        Some("sha384") => ("sha384", &SHA384),
+        Some("sha512") => ("sha512", &SHA512),
+        _ => return false,
+    };
+    digest_with(alg, name, body) == digest
 }
 
 #[cfg(test)]
@@ -148,9 +171,36 @@ mod tests {
            "annotations":{"vnd.docker.reference.type":"attestation-manifest"}},
           {"digest":"sha256:d","platform":{"os":"linux","architecture":"arm"},
            "annotations":{"vnd.docker.reference.type":"attestation-manifest"}}]}"#;
-        let Parsed::Index(p) = parse(body, "").unwrap() else { panic!() };
-        let names: Vec<String> = p.iter().map(ToString::to_string).collect();
+        let Parsed::Index { platforms, unlabelled } = parse(body, "").unwrap() else { panic!() };
+        let names: Vec<String> = platforms.iter().map(ToString::to_string).collect();
         assert_eq!(names, ["linux/amd64", "linux/arm64"]);
+        assert!(!unlabelled);
+    }
+
+    #[test]
+    fn an_index_of_attestations_only_is_empty_and_one_without_platforms_is_unlabelled() {
+        let only_attestations =
+            br#"{"manifests":[{"digest":"sha256:c","platform":{"os":"unknown","architecture":"unknown"}}]}"#;
+        assert_eq!(
+            parse(only_attestations, OCI_INDEX).unwrap(),
+            Parsed::Index { platforms: vec![], unlabelled: false }
+        );
+        let unlabelled = br#"{"manifests":[{"digest":"sha256:c"}]}"#;
+        assert_eq!(parse(unlabelled, OCI_INDEX).unwrap(), Parsed::Index { platforms: vec![], unlabelled: true });
+    }
+
+    #[test]
+    fn digests_verify_with_their_own_algorithm() {
+        let body = b"{}";
+        let d256 = sha256_digest(body);
+        let d384 = digest_with(&aws_lc_rs::digest::SHA384, "sha384", body);
+        let d512 = digest_with(&aws_lc_rs::digest::SHA512, "sha512", body);
+        for d in [&d256, &d384, &d512] {
+            assert!(matches_digest(d, body), "{d}");
+            assert!(!matches_digest(d, b"{ }"), "{d}");
+        }
+        assert!(!matches_digest(&format!("md5:{}", "0".repeat(32)), body));
+        assert!(!matches_digest(&d512.replace("sha512", "sha384"), body));
     }
 
     #[test]

@@ -47,6 +47,30 @@ pub enum Failure {
     Blocked { detail: String },
     #[error("invalid manifest: {detail}")]
     InvalidManifest { detail: String },
+    /// The registry serves content that does not hash to the digest asked for, or answers a pinned digest with
+    /// another: the kubelet verifies every digest and would refuse the pull.
+    #[error("digest mismatch for {digest}: {detail}")]
+    DigestMismatch { digest: String, detail: String },
+    /// An index that names no image a node can run (only attestations or `unknown/unknown` entries).
+    #[error("the index lists no runnable image")]
+    NoRunnablePlatform,
+    /// The lookup's time ran out before the registry answered.
+    #[error("no answer within {}", fmt_duration(*waited))]
+    TimedOut { waited: Duration, limit: TimeLimit },
+}
+
+/// Which limit ended a lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeLimit {
+    /// The configured `lookupTimeout`.
+    LookupTimeout,
+    /// What was left of the admission review's deadline (the API server's timeout less a margin).
+    ReviewDeadline,
+}
+
+/// `1.5s`, `200ms`: never `0.0s` for a short wait.
+pub fn fmt_duration(d: Duration) -> String {
+    if d >= Duration::from_secs(1) { format!("{:.1}s", d.as_secs_f64()) } else { format!("{}ms", d.as_millis()) }
 }
 
 impl Failure {
@@ -61,7 +85,9 @@ impl Failure {
             Failure::RateLimited { retry_after: Some(d) } => {
                 (*d).clamp(Duration::from_secs(1), Duration::from_secs(600))
             }
-            Failure::Unreachable { .. } | Failure::ServerError { .. } => base.min(Duration::from_secs(10)),
+            Failure::Unreachable { .. } | Failure::ServerError { .. } | Failure::TimedOut { .. } => {
+                base.min(Duration::from_secs(10))
+            }
             _ => base,
         }
     }
