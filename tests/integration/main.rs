@@ -9,6 +9,7 @@ mod drills;
 mod economy;
 mod faults;
 mod fuzz_corpus;
+mod hardening;
 mod webhook;
 
 /// The webhook tests' cluster, shared with the drills.

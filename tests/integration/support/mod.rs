@@ -7,6 +7,7 @@ pub mod apiserver;
 pub mod http;
 pub mod registry;
 pub mod seed;
+pub mod tls;
 pub mod token;
 pub mod webhook;
 
