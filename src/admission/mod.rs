@@ -84,7 +84,22 @@ pub struct AppState<R> {
 
 /// `POST /validate`.
 pub fn router<R: Registry>(state: Arc<AppState<R>>) -> Router {
-    Router::new().route("/validate", post(validate::<R>)).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(state)
+    Router::new()
+        .route("/validate", post(validate::<R>))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(close_after_unread_body))
+        .with_state(state)
+}
+
+/// A 413 is sent before the body was read, and hyper then drops the HTTP/1.1 connection. Saying so in the
+/// response (RFC 9112 §9.6) keeps a keep-alive client from pooling it and losing its next review to it.
+async fn close_after_unread_body(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let http1 = req.version() < axum::http::Version::HTTP_2;
+    let mut response = next.run(req).await;
+    if http1 && response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// When a request reached the server, before any queueing: the API server's timeout runs from then.

@@ -292,6 +292,9 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     let huge = vec![b' '; 9 * 1024 * 1024];
     let resp = wh.client.post(wh.url("10s")).body(huge).send().await.unwrap();
     assert_eq!(resp.status(), 413);
+    // The server answers before reading that body and then drops the connection; without `Connection: close`
+    // a keep-alive client (the API server's too) pools it and its next review dies with the connection.
+    assert_eq!(resp.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
     assert_eq!(wh.review(&admission("pod-create-ok.json")).await["allowed"], true);
 }
 
