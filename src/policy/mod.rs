@@ -38,8 +38,9 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// Why. Stable codes: they appear in JSON, SARIF rule ids, audit annotations and metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Hash)]
+/// Why. Stable codes: they appear in JSON, SARIF rule ids, audit annotations and metrics, always through
+/// [`Reason::as_str`], so renaming a variant cannot change them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
     Ok,
     InvalidReference,
@@ -83,6 +84,30 @@ impl Reason {
         Reason::NotChecked,
     ];
 
+    /// The code as users see it. A contract: the table test in `policy::tests` pins every string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Ok => "Ok",
+            Reason::InvalidReference => "InvalidReference",
+            Reason::RepositoryNotFound => "RepositoryNotFound",
+            Reason::TagNotFound => "TagNotFound",
+            Reason::DigestNotFound => "DigestNotFound",
+            Reason::DigestMismatch => "DigestMismatch",
+            Reason::CredentialsMissing => "CredentialsMissing",
+            Reason::CredentialsRejected => "CredentialsRejected",
+            Reason::PlatformMismatch => "PlatformMismatch",
+            Reason::RegistryBlocked => "RegistryBlocked",
+            Reason::RateLimited => "RateLimited",
+            Reason::RegistryUnreachable => "RegistryUnreachable",
+            Reason::RegistryError => "RegistryError",
+            Reason::SecretNotFound => "SecretNotFound",
+            Reason::SecretInOtherNamespace => "SecretInOtherNamespace",
+            Reason::SecretInvalid => "SecretInvalid",
+            Reason::PullPolicyNever => "PullPolicyNever",
+            Reason::NotChecked => "NotChecked",
+        }
+    }
+
     /// One line on what the code means, for SARIF rules and docs.
     pub fn summary(self) -> &'static str {
         match self {
@@ -112,7 +137,13 @@ impl Reason {
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

@@ -44,6 +44,38 @@ fn candidate() -> Candidate {
     }
 }
 
+/// The codes are a contract (JSON `reason`, SARIF rule ids, metric labels, audit annotations): pinned here, so
+/// that renaming a variant fails this test instead of silently changing what users match on.
+#[test]
+fn reason_codes_are_pinned() {
+    let table: &[(Reason, &str)] = &[
+        (Reason::Ok, "Ok"),
+        (Reason::InvalidReference, "InvalidReference"),
+        (Reason::RepositoryNotFound, "RepositoryNotFound"),
+        (Reason::TagNotFound, "TagNotFound"),
+        (Reason::DigestNotFound, "DigestNotFound"),
+        (Reason::DigestMismatch, "DigestMismatch"),
+        (Reason::CredentialsMissing, "CredentialsMissing"),
+        (Reason::CredentialsRejected, "CredentialsRejected"),
+        (Reason::PlatformMismatch, "PlatformMismatch"),
+        (Reason::RegistryBlocked, "RegistryBlocked"),
+        (Reason::RateLimited, "RateLimited"),
+        (Reason::RegistryUnreachable, "RegistryUnreachable"),
+        (Reason::RegistryError, "RegistryError"),
+        (Reason::SecretNotFound, "SecretNotFound"),
+        (Reason::SecretInOtherNamespace, "SecretInOtherNamespace"),
+        (Reason::SecretInvalid, "SecretInvalid"),
+        (Reason::PullPolicyNever, "PullPolicyNever"),
+        (Reason::NotChecked, "NotChecked"),
+    ];
+    assert_eq!(table.iter().map(|(r, _)| *r).collect::<Vec<_>>(), Reason::ALL, "the table lists every code, in order");
+    for (reason, code) in table {
+        assert_eq!(reason.as_str(), *code);
+        assert_eq!(reason.to_string(), *code);
+        assert_eq!(serde_json::to_value(reason).unwrap(), serde_json::json!(code));
+    }
+}
+
 #[test]
 fn verdict_table() {
     let enforce = PolicySettings::default();
