@@ -4,43 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::cache::CachedRegistry;
-use crate::credentials::{Candidate, ClusterView, Keyring, pod_credentials};
+use crate::cluster::{ClusterView, pod_credentials};
+use crate::contract::{ContainerResult, CredentialRef};
+use crate::credentials::{Candidate, Keyring};
 use crate::platform::Platform;
-use crate::policy::{self, Decision, Evaluation, LookupOutcome, PolicySettings, Reason, Verdict};
+use crate::policy::{self, Decision, Evaluation, LookupOutcome, PolicySettings};
 use crate::reference::Reference;
 use crate::registry::{Failure, Registry, TimeLimit};
 use crate::workload::{ContainerType, ObjectRef, Workload};
-
-/// One credential candidate as reported: where it came from and the key that matched.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct CredentialRef {
-    pub secret: Option<String>,
-    pub key: String,
-}
-
-/// The verdict for one container, in the JSON contract's shape.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerResult {
-    pub object: ObjectRef,
-    pub container: String,
-    pub container_type: ContainerType,
-    /// JSON path of the image field inside the object.
-    pub field: String,
-    pub image: String,
-    pub reference: Option<String>,
-    pub verdict: Verdict,
-    pub reason: Reason,
-    pub message: String,
-    pub suggestions: Vec<String>,
-    pub digest: Option<String>,
-    pub platforms: Vec<Platform>,
-    pub credentials: Vec<CredentialRef>,
-    pub credential_used: Option<usize>,
-}
 
 /// The engine's fixed settings.
 #[derive(Clone, Debug)]
@@ -97,10 +69,6 @@ impl<R: Registry> Engine<R> {
         let creds = pod_credentials(&w.spec, ns, view);
         let cluster = platforms.unwrap_or(&self.settings.platforms);
         let allowed = w.spec.allowed_platforms(cluster);
-        let service_account = creds
-            .from_service_account
-            .clone()
-            .or_else(|| w.spec.image_pull_secrets.is_empty().then(|| w.spec.service_account().to_string()));
         let futures = w.containers().into_iter().filter(|c| select(&c.container.name)).map(|c| {
             let image = c.container.image.clone().unwrap_or_default();
             let reference = Reference::parse(&image);
@@ -119,9 +87,9 @@ impl<R: Registry> Engine<R> {
                 reference,
                 pull_policy_never: never,
                 namespace: ns.clone(),
-                service_account: service_account.clone(),
+                service_account: creds.service_account.clone(),
                 secret_problems: creds.problems.clone(),
-                candidates,
+                candidates: candidates.iter().map(Candidate::info).collect(),
                 lookup: LookupOutcome::NotDone,
                 allowed_platforms: allowed.clone(),
                 cluster_platforms: cluster.to_vec(),
@@ -129,7 +97,7 @@ impl<R: Registry> Engine<R> {
             let object = w.object.clone();
             async move {
                 if let (Ok(r), false) = (&eval.reference, eval.pull_policy_never) {
-                    eval.lookup = self.lookup(r, &eval.candidates, deadline).await;
+                    eval.lookup = self.lookup(r, &candidates, deadline).await;
                 }
                 let d = policy::decide(&eval, &self.settings.policy);
                 to_result(object, c.container.name.clone(), c.kind, c.field, &eval, d)

@@ -15,11 +15,11 @@ use crate::cluster::Snapshot;
 use crate::config::{Config, FileConfig};
 use crate::credentials::{Credential, DockerConfig, Keyring, Source};
 use crate::engine::{Engine, EngineSettings};
+use crate::metrics::Metrics;
 use crate::platform::Platform;
 use crate::policy::PolicySettings;
 use crate::reference::Reference;
 use crate::registry::{Failure, Registry, Resolved, manifest};
-use crate::server::metrics::Metrics;
 
 /// Parsing is total, and a normalized reference parses back to itself.
 pub fn reference(data: &[u8]) {

@@ -20,31 +20,18 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::credentials::ClusterView;
-use crate::engine::{ContainerResult, Engine};
-use crate::platform::Platform;
+use crate::cluster::ClusterState;
+use crate::contract::ContainerResult;
+use crate::engine::Engine;
+use crate::metrics::{Metrics, ReasonLabels, ReviewLabels};
 use crate::policy::{Mode, Verdict};
 use crate::registry::Registry;
-use crate::server::metrics::{Metrics, ReasonLabels, ReviewLabels};
 use crate::workload::Workload;
 
 /// The API server admits objects up to ~1.5 MiB; a review carries the object and the old object.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
 /// The API server truncates longer warnings.
 pub const MAX_WARNING: usize = 256;
-/// Namespace label that overrides the global mode: `enforce`, `warn` or `off`.
-pub const MODE_LABEL: &str = "pullguard.io/mode";
-
-/// What the webhook knows of the cluster beyond secrets: node platforms and namespace labels.
-pub trait ClusterState: ClusterView {
-    /// Distinct platforms of the cluster's nodes; `None` when unknown (then the configured ones apply).
-    fn node_platforms(&self) -> Option<Vec<Platform>>;
-    /// The value of the namespace's `pullguard.io/mode` label.
-    fn namespace_mode(&self, namespace: &str) -> Option<String>;
-    /// True once every watch has synced.
-    fn ready(&self) -> bool;
-}
-
 /// Webhook settings beyond the engine's.
 #[derive(Clone, Debug)]
 pub struct Settings {

@@ -12,8 +12,8 @@ use super::check::{build_engine, load_config};
 use crate::admission::{AppState, Settings};
 use crate::cluster::live::LiveCluster;
 use crate::config::DurationStr;
+use crate::metrics::Metrics;
 use crate::policy::Mode;
-use crate::server::metrics::Metrics;
 use crate::server::{self, ServerOptions};
 
 #[derive(Debug, clap::Args)]

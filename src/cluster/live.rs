@@ -16,8 +16,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tracing::{info, warn};
 
-use crate::admission::{ClusterState, MODE_LABEL};
-use crate::credentials::{ClusterView, DOCKER_CFG, DOCKER_CONFIG_JSON, SecretData};
+use crate::cluster::{ClusterState, ClusterView, MODE_LABEL};
+use crate::credentials::{DOCKER_CFG, DOCKER_CONFIG_JSON, SecretData};
 use crate::platform::Platform;
 
 /// Stores kept current by watches.

@@ -7,11 +7,41 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 
-use crate::admission::ClusterState;
-use crate::credentials::{ClusterView, SecretData};
+use crate::credentials::SecretData;
 use crate::platform::Platform;
 
 pub mod live;
+mod pull_secrets;
+
+pub use pull_secrets::{PodCredentials, SecretProblem, pod_credentials, valid_secret_name};
+
+/// Namespace label that overrides the global mode: `enforce`, `warn` or `off`.
+pub const MODE_LABEL: &str = "pullguard.io/mode";
+
+/// What the engine needs to know of the cluster: pull secrets and ServiceAccounts. `check` builds it from the
+/// input files; the webhook from its watch caches.
+pub trait ClusterView: Send + Sync {
+    fn secret(&self, namespace: &str, name: &str) -> Option<SecretData>;
+    /// Namespaces other than `namespace` that hold a secret with this name.
+    fn secret_elsewhere(&self, namespace: &str, name: &str) -> Vec<String>;
+    /// The pull-secret names of a ServiceAccount, if it is known.
+    fn service_account_pull_secrets(&self, namespace: &str, name: &str) -> Option<Vec<String>>;
+    /// False when secrets are deliberately not read (node credentials only): a named secret is then unknown,
+    /// not missing.
+    fn secrets_visible(&self) -> bool {
+        true
+    }
+}
+
+/// What the webhook knows of the cluster beyond secrets: node platforms and namespace labels.
+pub trait ClusterState: ClusterView {
+    /// Distinct platforms of the cluster's nodes; `None` when unknown (then the configured ones apply).
+    fn node_platforms(&self) -> Option<Vec<Platform>>;
+    /// The value of the namespace's `pullguard.io/mode` label.
+    fn namespace_mode(&self, namespace: &str) -> Option<String>;
+    /// True once every watch has synced.
+    fn ready(&self) -> bool;
+}
 
 /// An in-memory view of pull secrets and ServiceAccounts.
 #[derive(Clone, Debug, Default)]

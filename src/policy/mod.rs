@@ -3,19 +3,17 @@
 //! A denial is a value ([`Decision`]), not an error. Lookup failures that say nothing about the image
 //! (rate limits, outages) map to warn, or to deny under `failClosed`, in one place: [`decide`].
 
-mod suggest;
-
 use std::fmt;
 
 use serde::Serialize;
 
-pub use suggest::suggest_tags;
-
 use crate::cache::Facts;
-use crate::credentials::{Candidate, SecretProblem};
+use crate::cluster::SecretProblem;
+use crate::credentials::CandidateInfo;
 use crate::platform::{Platform, PlatformFit, fit};
 use crate::reference::{Reference, ReferenceError};
 use crate::registry::{Failure, TimeLimit, fmt_duration};
+use crate::suggest::suggest_tags;
 
 /// What happens to a container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Hash)]
@@ -189,7 +187,7 @@ pub struct Evaluation {
     pub namespace: String,
     pub service_account: Option<String>,
     pub secret_problems: Vec<SecretProblem>,
-    pub candidates: Vec<Candidate>,
+    pub candidates: Vec<CandidateInfo>,
     pub lookup: LookupOutcome,
     /// Node platforms the pod may land on (scheduling constraints within the cluster's platforms).
     pub allowed_platforms: Vec<Platform>,
@@ -584,7 +582,7 @@ fn secret_problem_text(p: &SecretProblem, ns: &str, sa: Option<&str>) -> (Reason
     }
 }
 
-fn describe_candidate(c: &Candidate) -> String {
+fn describe_candidate(c: &CandidateInfo) -> String {
     match c.source.secret_name() {
         Some(s) => format!("secret {s} (key {})", c.key),
         None => format!("node credentials (key {})", c.key),

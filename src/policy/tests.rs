@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::credentials::{Credential, Source};
+use crate::credentials::Source;
 
 fn eval(image: &str, lookup: LookupOutcome) -> Evaluation {
     Evaluation {
@@ -36,11 +36,10 @@ fn failed(failure: Failure) -> LookupOutcome {
     LookupOutcome::Failed { failure, rejected: vec![] }
 }
 
-fn candidate() -> Candidate {
-    Candidate {
+fn candidate() -> CandidateInfo {
+    CandidateInfo {
         source: Source::Secret { namespace: "production".into(), name: "regcred".into() },
         key: "registry.example.com".into(),
-        credential: Credential { username: "u".into(), password: "p".into() },
     }
 }
 

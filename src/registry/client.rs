@@ -578,7 +578,7 @@ fn keep_for_suggestions(wanted: &str, mut all: Vec<String>) -> Vec<String> {
     if all.len() <= 32 {
         return all;
     }
-    let mut kept = crate::policy::suggest_tags(wanted, &all);
+    let mut kept = crate::suggest::suggest_tags(wanted, &all);
     let limit = kept.len() + SAMPLE;
     all.sort();
     for t in all {
@@ -751,7 +751,7 @@ mod tests {
         let all: Vec<String> = (0..500).map(|i| format!("v1.{i}.0")).chain(["latest".to_string()]).collect();
         let kept = keep_for_suggestions("v1.250.1", all.clone());
         assert!(kept.len() <= 13, "{}", kept.len());
-        assert_eq!(crate::policy::suggest_tags("v1.250.1", &kept), crate::policy::suggest_tags("v1.250.1", &all));
+        assert_eq!(crate::suggest::suggest_tags("v1.250.1", &kept), crate::suggest::suggest_tags("v1.250.1", &all));
         let small: Vec<String> = vec!["a".into(), "b".into()];
         assert_eq!(keep_for_suggestions("c", small.clone()), small);
     }

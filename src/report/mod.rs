@@ -6,7 +6,7 @@ mod sarif;
 
 use serde::Serialize;
 
-use crate::engine::ContainerResult;
+use crate::contract::ContainerResult;
 use crate::input::InputError;
 use crate::policy::Verdict;
 

@@ -1,8 +1,6 @@
 //! The webhook server: HTTPS (rustls) for reviews with certificate reload, plain HTTP for metrics and probes,
 //! graceful drain on SIGTERM.
 
-pub mod metrics;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,9 +15,10 @@ use axum::routing::get;
 use axum_server::tls_rustls::RustlsConfig;
 use tracing::{error, info, warn};
 
-use crate::admission::{self, AppState, ClusterState};
+use crate::admission::{self, AppState};
+use crate::cluster::ClusterState;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
-use metrics::Metrics;
 
 /// No review may take longer: the API server's own timeout is at most 30 s.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

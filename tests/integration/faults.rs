@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use pullguard::engine::ContainerResult;
+use pullguard::contract::ContainerResult;
 use pullguard::policy::{Reason, Verdict};
 
 use crate::support::http::{Action, Request, Response, Server};

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use pullguard::cluster::Snapshot;
-use pullguard::engine::ContainerResult;
+use pullguard::contract::ContainerResult;
 use pullguard::policy::{Reason, Verdict};
 use pullguard::workload::Workload;
 use serde_json::{Value, json};

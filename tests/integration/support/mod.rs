@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use pullguard::cluster::Snapshot;
-use pullguard::engine::{ContainerResult, Engine};
+use pullguard::contract::ContainerResult;
+use pullguard::engine::Engine;
 use pullguard::registry::RegistryClient;
 use serde_json::Value;
 

@@ -1,0 +1,37 @@
+//! The report contract: one container's verdict, as `check` prints it in JSON (and renders it as text, SARIF and
+//! JUnit) and as the webhook turns it into a review response. Field names and reason codes are the contract;
+//! `tests/integration/check_cli.rs` pins them.
+
+use serde::Serialize;
+
+use crate::platform::Platform;
+use crate::policy::{Reason, Verdict};
+use crate::workload::{ContainerType, ObjectRef};
+
+/// One credential candidate as reported: where it came from and the key that matched.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CredentialRef {
+    pub secret: Option<String>,
+    pub key: String,
+}
+
+/// The verdict for one container, in the JSON contract's shape.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerResult {
+    pub object: ObjectRef,
+    pub container: String,
+    pub container_type: ContainerType,
+    /// JSON path of the image field inside the object.
+    pub field: String,
+    pub image: String,
+    pub reference: Option<String>,
+    pub verdict: Verdict,
+    pub reason: Reason,
+    pub message: String,
+    pub suggestions: Vec<String>,
+    pub digest: Option<String>,
+    pub platforms: Vec<Platform>,
+    pub credentials: Vec<CredentialRef>,
+    pub credential_used: Option<usize>,
+}
