@@ -13,6 +13,7 @@ pub mod config;
 pub mod contract;
 pub mod credentials;
 pub mod engine;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod input;
 pub mod metrics;
