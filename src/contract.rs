@@ -28,7 +28,14 @@ pub struct ContainerResult {
     pub reference: Option<String>,
     pub verdict: Verdict,
     pub reason: Reason,
+    /// The whole text: `problem`, `Fix: fix`, then `notes`.
     pub message: String,
+    /// What is wrong, or what was found.
+    pub problem: String,
+    /// What to do about it; absent when there is nothing to do.
+    pub fix: Option<String>,
+    /// Further facts that matter to whoever fixes it.
+    pub notes: Vec<String>,
     pub suggestions: Vec<String>,
     pub digest: Option<String>,
     pub platforms: Vec<Platform>,

@@ -194,17 +194,41 @@ pub struct Evaluation {
     pub cluster_platforms: Vec<Platform>,
 }
 
-/// The verdict for one container, with what to do about it.
+/// The verdict for one container, with what to do about it. Every face renders from these fields: the
+/// human report prints `fix`, `problem` and `notes` on their own lines; JSON, SARIF, JUnit and the admission
+/// response carry [`Decision::message`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub verdict: Verdict,
     pub reason: Reason,
-    pub message: String,
+    /// What is wrong, or what was found: whole sentences.
+    pub problem: String,
+    /// What to do about it, whole sentences; `None` when there is nothing to do.
+    pub fix: Option<String>,
+    /// Facts that did not decide the verdict but matter to whoever fixes it (another secret problem,
+    /// credentials refused before an outage): whole sentences.
+    pub notes: Vec<String>,
     pub suggestions: Vec<String>,
 }
 
-fn decision(verdict: Verdict, reason: Reason, message: String) -> Decision {
-    Decision { verdict, reason, message, suggestions: vec![] }
+impl Decision {
+    /// One paragraph: the problem, `Fix: ` and the fix, then the notes.
+    pub fn message(&self) -> String {
+        let mut m = self.problem.clone();
+        if let Some(fix) = &self.fix {
+            m.push_str(" Fix: ");
+            m.push_str(fix);
+        }
+        for note in &self.notes {
+            m.push(' ');
+            m.push_str(note);
+        }
+        m
+    }
+}
+
+fn decision(verdict: Verdict, reason: Reason, problem: String, fix: Option<String>) -> Decision {
+    Decision { verdict, reason, problem, fix, notes: vec![], suggestions: vec![] }
 }
 
 /// Judges one container.
@@ -222,7 +246,8 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
             return decision(
                 Verdict::Deny,
                 Reason::InvalidReference,
-                format!("image {:?} is not a valid image reference: {err}. Fix: correct the image field.", e.image),
+                format!("image {:?} is not a valid image reference: {err}.", e.image),
+                Some("correct the image field.".into()),
             );
         }
         Ok(r) => r,
@@ -232,13 +257,14 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
             Verdict::Skip,
             Reason::PullPolicyNever,
             format!("imagePullPolicy is Never: {r} must already be on the node; it is not checked."),
+            None,
         );
     }
     let secret_note = secret_problems_text(e);
     match &e.lookup {
         LookupOutcome::NotDone => match secret_decision(e, Verdict::Warn, "") {
             Some(d) => d,
-            None => decision(Verdict::Skip, Reason::NotChecked, format!("{r} was not looked up (offline).")),
+            None => decision(Verdict::Skip, Reason::NotChecked, format!("{r} was not looked up (offline)."), None),
         },
         LookupOutcome::Failed { failure, rejected } => {
             let registry = &r.domain;
@@ -253,9 +279,11 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
                 Failure::RepositoryNotFound => decision(
                     Verdict::Deny,
                     Reason::RepositoryNotFound,
-                    format!(
-                        "repository {repo} does not exist on {registry}. Fix: check the image name for a typo \
+                    format!("repository {repo} does not exist on {registry}."),
+                    Some(
+                        "check the image name for a typo \
                          (registry, organisation, repository), or push the image first."
+                            .into(),
                     ),
                 ),
                 Failure::TagNotFound { tag, tags } => {
@@ -268,10 +296,11 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
                     let mut d = decision(
                         Verdict::Deny,
                         Reason::TagNotFound,
-                        format!(
-                            "tag {tag:?} does not exist in {repo}. Fix: use a tag that exists, or push {tag} \
+                        format!("tag {tag:?} does not exist in {repo}."),
+                        Some(format!(
+                            "use a tag that exists, or push {tag} \
                              before deploying.{hint}"
-                        ),
+                        )),
                     );
                     d.suggestions = suggestions;
                     d
@@ -279,9 +308,11 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
                 Failure::DigestNotFound { digest } => decision(
                     Verdict::Deny,
                     Reason::DigestNotFound,
-                    format!(
-                        "digest {digest} does not exist in {repo} (never pushed there, or deleted). Fix: pin a \
+                    format!("digest {digest} does not exist in {repo} (never pushed there, or deleted)."),
+                    Some(
+                        "pin a \
                          digest that exists, e.g. re-resolve the tag you meant."
+                            .into(),
                     ),
                 ),
                 Failure::Unauthorized { credential_sent: false, .. } if rejected.is_empty() => {
@@ -296,10 +327,12 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
                 Failure::Blocked { detail } => decision(
                     Verdict::Deny,
                     Reason::RegistryBlocked,
-                    format!(
-                        "registry {registry} was not contacted: {detail}. Fix: use an image from a legitimate \
+                    format!("registry {registry} was not contacted: {detail}."),
+                    Some(
+                        "use an image from a legitimate \
                          registry; if this registry is legitimate, remove its network from blockedNetworks in \
                          the pullguard configuration."
+                            .into(),
                     ),
                 ),
                 Failure::RateLimited { retry_after } => decision(
@@ -307,9 +340,12 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
                     Reason::RateLimited,
                     format!(
                         "{registry} is rate-limiting pulls{}; nodes pulling {r} now may hit the same limit \
-                         ({open_note}). Fix: authenticate pulls with an imagePullSecret, or mirror the image to \
-                         a registry you control.",
+                         ({open_note}).",
                         retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default()
+                    ),
+                    Some(
+                        "authenticate pulls with an imagePullSecret, or mirror the image to a registry you control."
+                            .into(),
                     ),
                 ),
                 Failure::Unreachable { detail } => {
@@ -321,10 +357,11 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
                     decision(
                         fail_open,
                         Reason::RegistryUnreachable,
-                        format!(
-                            "registry {registry} is unreachable: {detail} ({open_note}). Fix: check the registry \
+                        format!("registry {registry} is unreachable: {detail} ({open_note})."),
+                        Some(format!(
+                            "check the registry \
                              host name, DNS, and egress from the cluster to it.{tls_hint}"
-                        ),
+                        )),
                     )
                 }
                 Failure::DigestMismatch { digest, detail } => decision(
@@ -332,20 +369,25 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
                     Reason::DigestMismatch,
                     format!(
                         "{repo}@{digest} cannot be pulled: {detail}. The kubelet verifies every digest and refuses \
-                         such content. Fix: pin the digest the registry really serves (re-resolve the tag, e.g. \
+                         such content."
+                    ),
+                    Some(format!(
+                        "pin the digest the registry really serves (re-resolve the tag, e.g. \
                          skopeo inspect docker://{repo}:TAG), or repair the registry or mirror that serves other \
                          content under this digest."
-                    ),
+                    )),
                 ),
                 Failure::NoRunnablePlatform => decision(
                     Verdict::Deny,
                     Reason::PlatformMismatch,
                     format!(
                         "{r} is an index that lists no runnable image (only attestations or unknown/unknown \
-                         entries), so no node can pull it. Fix: publish the image with its platforms (docker buildx \
-                         build --platform {} --push).",
-                        join(&e.cluster_platforms).replace(", ", ",")
+                         entries), so no node can pull it."
                     ),
+                    Some(format!(
+                        "publish the image with its platforms (docker buildx build --platform {} --push).",
+                        join(&e.cluster_platforms).replace(", ", ",")
+                    )),
                 ),
                 Failure::TimedOut { waited, limit } => {
                     let what = match limit {
@@ -367,31 +409,34 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
                     decision(
                         fail_open,
                         Reason::RegistryUnreachable,
-                        format!(
-                            "{what} ({open_note}). Fix: check the registry's health and latency from the cluster; \
+                        format!("{what} ({open_note})."),
+                        Some(
+                            "check the registry's health and latency from the cluster; \
                              if it is only slow, raise lookupTimeout or the webhook's timeoutSeconds."
+                                .into(),
                         ),
                     )
                 }
                 Failure::ServerError { detail, .. } | Failure::InvalidManifest { detail } => decision(
                     fail_open,
                     Reason::RegistryError,
-                    format!(
-                        "registry {registry} failed for {r}: {detail} ({open_note}). Fix: retry later, or check \
+                    format!("registry {registry} failed for {r}: {detail} ({open_note})."),
+                    Some(
+                        "retry later, or check \
                          the registry's health."
+                            .into(),
                     ),
                 ),
             };
             // Refused credentials matter even when something else ended the walk (a timeout, an outage).
             if !rejected.is_empty() && !failure.is_auth() {
                 let who: Vec<String> = rejected.iter().map(|(i, _)| describe_candidate(&e.candidates[*i])).collect();
-                d.message
-                    .push_str(&format!(" Before that, the registry refused the credentials in {}.", who.join(", ")));
+                d.notes.push(format!("Before that, the registry refused the credentials in {}.", who.join(", ")));
             }
             if !secret_note.is_empty()
                 && !matches!(d.reason, Reason::SecretNotFound | Reason::SecretInvalid | Reason::SecretInOtherNamespace)
             {
-                d.message.push_str(&format!(" Also: {secret_note}"));
+                d.notes.push(format!("Also: {secret_note}"));
             }
             d
         }
@@ -402,9 +447,10 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
             if used.is_none() && !rejected.is_empty() {
                 let mut d = credentials_rejected(e, r, &rejected[0].1, rejected);
                 d.verdict = Verdict::Warn;
-                d.message.push_str(
-                    " The image is pullable anonymously, but the kubelet does not fall back to an anonymous pull \
-                     when a matching credential fails.",
+                d.notes.push(
+                    "The image is pullable anonymously, but the kubelet does not fall back to an anonymous pull when \
+                     a matching credential fails."
+                        .into(),
                 );
                 return d;
             }
@@ -427,7 +473,7 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
                 ));
             }
             msg.push('.');
-            decision(Verdict::Allow, Reason::Ok, msg)
+            decision(Verdict::Allow, Reason::Ok, msg, None)
         }
     }
 }
@@ -441,7 +487,7 @@ fn platform_decision(e: &Evaluation, r: &Reference, facts: &Facts) -> Option<Dec
     wanted.sort();
     wanted.dedup();
     let fix = format!(
-        "Fix: publish a multi-platform image (docker buildx build --platform {} --push), or restrict the pod to \
+        "publish a multi-platform image (docker buildx build --platform {} --push), or restrict the pod to \
          supported nodes with nodeSelector kubernetes.io/arch.",
         join(&wanted).replace(", ", ",")
     );
@@ -450,15 +496,14 @@ fn platform_decision(e: &Evaluation, r: &Reference, facts: &Facts) -> Option<Dec
         PlatformFit::None => Some(decision(
             Verdict::Deny,
             Reason::PlatformMismatch,
-            format!("{r} offers only {offers}, but the pod can run only on {}. {fix}", join(&e.allowed_platforms)),
+            format!("{r} offers only {offers}, but the pod can run only on {}.", join(&e.allowed_platforms)),
+            Some(fix.clone()),
         )),
         PlatformFit::Some { unsupported, .. } => Some(decision(
             Verdict::Warn,
             Reason::PlatformMismatch,
-            format!(
-                "{r} offers only {offers}; pods scheduled on {} nodes will fail to pull. {fix}",
-                join(&unsupported)
-            ),
+            format!("{r} offers only {offers}; pods scheduled on {} nodes will fail to pull.", join(&unsupported)),
+            Some(fix),
         )),
     }
 }
@@ -478,12 +523,11 @@ fn credentials_missing(e: &Evaluation, r: &Reference) -> Decision {
     decision(
         Verdict::Deny,
         Reason::CredentialsMissing,
-        format!(
-            "{} requires credentials (or does not exist) and {had}. Fix: kubectl create secret docker-registry \
-             regcred --docker-server={registry} --docker-username=... --docker-password=... -n {ns}, then add it to \
-             {where_}.",
-            r.repository()
-        ),
+        format!("{} requires credentials (or does not exist) and {had}.", r.repository()),
+        Some(format!(
+            "kubectl create secret docker-registry regcred --docker-server={registry} --docker-username=... \
+             --docker-password=... -n {ns}, then add it to {where_}."
+        )),
     )
 }
 
@@ -524,7 +568,8 @@ fn credentials_rejected(e: &Evaluation, r: &Reference, failure: &Failure, reject
     decision(
         Verdict::Deny,
         Reason::CredentialsRejected,
-        format!("{} on {}: {who} {what}. Fix: {fix}.", r.repository(), r.domain),
+        format!("{} on {}: {who} {what}.", r.repository(), r.domain),
+        Some(format!("{fix}.")),
     )
 }
 
@@ -533,13 +578,12 @@ fn secret_decision(e: &Evaluation, verdict: Verdict, why: &str) -> Option<Decisi
     let first = e.secret_problems.first()?;
     let ns = &e.namespace;
     let (reason, what, fix) = secret_problem_text(first, ns, e.service_account.as_deref());
-    let mut msg = format!("{what}{why}.");
+    let mut d = decision(verdict, reason, format!("{what}{why}."), Some(format!("{fix}.")));
     if e.secret_problems.len() > 1 {
         let rest: Vec<String> = e.secret_problems[1..].iter().map(|p| secret_problem_text(p, ns, None).1).collect();
-        msg.push_str(&format!(" Also: {}.", rest.join("; ")));
+        d.notes.push(format!("Also: {}.", rest.join("; ")));
     }
-    msg.push_str(&format!(" Fix: {fix}."));
-    Some(decision(verdict, reason, msg))
+    Some(d)
 }
 
 fn secret_problems_text(e: &Evaluation) -> String {

@@ -175,11 +175,11 @@ fn verdict_table() {
     ];
     for (name, e, settings, verdict, reason) in cases {
         let d = decide(&e, &settings);
-        assert_eq!((d.verdict, d.reason), (verdict, reason), "case {name}: {}", d.message);
+        assert_eq!((d.verdict, d.reason), (verdict, reason), "case {name}: {}", d.message());
         assert!(
-            d.message.contains("Fix:") || verdict == Verdict::Allow || verdict == Verdict::Skip,
+            d.message().contains("Fix:") || verdict == Verdict::Allow || verdict == Verdict::Skip,
             "case {name} has no fix: {}",
-            d.message
+            d.message()
         );
     }
 }
@@ -192,7 +192,7 @@ fn tag_not_found_suggests() {
     );
     let d = decide(&e, &PolicySettings::default());
     assert_eq!(d.suggestions, ["v2.3.0", "v2.3.2"]);
-    assert!(d.message.contains("Did you mean v2.3.0 or v2.3.2?"), "{}", d.message);
+    assert!(d.message().contains("Did you mean v2.3.0 or v2.3.2?"), "{}", d.message());
 }
 
 #[test]
@@ -201,7 +201,7 @@ fn partial_platform_support_warns() {
     e.allowed_platforms = vec!["linux/amd64".parse().unwrap(), "linux/arm64".parse().unwrap()];
     let d = decide(&e, &PolicySettings::default());
     assert_eq!((d.verdict, d.reason), (Verdict::Warn, Reason::PlatformMismatch));
-    assert!(d.message.contains("linux/arm64"), "{}", d.message);
+    assert!(d.message().contains("linux/arm64"), "{}", d.message());
 }
 
 #[test]
@@ -221,7 +221,11 @@ fn secret_problems_deny_only_when_the_image_needs_them() {
     needs.secret_problems = vec![problem.clone()];
     let d = decide(&needs, &PolicySettings::default());
     assert_eq!((d.verdict, d.reason), (Verdict::Deny, Reason::SecretInOtherNamespace));
-    assert!(d.message.contains("exists in default") && d.message.contains("namespace production"), "{}", d.message);
+    assert!(
+        d.message().contains("exists in default") && d.message().contains("namespace production"),
+        "{}",
+        d.message()
+    );
 
     let mut public = eval("nginx", found(&["linux/amd64"]));
     public.secret_problems = vec![SecretProblem::NotFound { name: "regcred".into() }];
@@ -246,7 +250,7 @@ fn anonymous_success_after_rejected_credentials_warns() {
     e.candidates = vec![candidate()];
     let d = decide(&e, &PolicySettings::default());
     assert_eq!((d.verdict, d.reason), (Verdict::Warn, Reason::CredentialsRejected));
-    assert!(d.message.contains("secret production/regcred"), "{}", d.message);
+    assert!(d.message().contains("secret production/regcred"), "{}", d.message());
 }
 
 #[test]
@@ -257,5 +261,5 @@ fn messages_never_contain_credentials() {
         rejected.push((0, Failure::CredentialsRejected { detail: "x".into() }));
     }
     let d = decide(&e, &PolicySettings::default());
-    assert!(!d.message.contains("\"p\"") && d.message.contains("regcred"), "{}", d.message);
+    assert!(!d.message().contains("\"p\"") && d.message().contains("regcred"), "{}", d.message());
 }

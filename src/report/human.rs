@@ -44,15 +44,18 @@ pub fn render(report: &Report, color: bool) -> String {
                 paint("2", &format!("[{}]", r.image)),
                 r.reason
             );
-            // The fix first, then why.
-            match r.message.split_once(" Fix: ") {
-                Some((why, fix)) => {
+            // The fix first, then why, then anything else worth knowing.
+            match &r.fix {
+                Some(fix) => {
                     let _ = writeln!(out, "        {} {fix}", paint("1", "fix:"));
-                    let _ = writeln!(out, "        {} {why}", paint("2", "why:"));
+                    let _ = writeln!(out, "        {} {}", paint("2", "why:"), r.problem);
                 }
                 None => {
-                    let _ = writeln!(out, "        {}", r.message);
+                    let _ = writeln!(out, "        {}", r.problem);
                 }
+            }
+            for note in &r.notes {
+                let _ = writeln!(out, "        {} {note}", paint("2", "note:"));
             }
         }
         out.push('\n');
@@ -79,5 +82,48 @@ fn badge(v: Verdict, paint: &dyn Fn(&str, &str) -> String) -> String {
         Verdict::Warn => paint("33", "WARN "),
         Verdict::Deny => paint("1;31", "DENY "),
         Verdict::Skip => paint("2", "SKIP "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::ContainerResult;
+    use crate::policy::Reason;
+    use crate::workload::{ContainerType, ObjectRef};
+
+    /// A note (here: a second secret problem) used to be cut out of the message with the fix, so it was printed
+    /// as part of the `fix:` line. Each part now has its own line.
+    #[test]
+    fn fix_why_and_notes_print_on_their_own_lines() {
+        let (problem, fix, note) = (
+            "registry r.io failed for r.io/a:1: 500 (pullguard could not verify the image, so it is admitted).",
+            "retry later, or check the registry's health.",
+            "Also: imagePullSecret \"old\" does not exist in namespace team.",
+        );
+        let result = ContainerResult {
+            object: ObjectRef { kind: "Pod".into(), namespace: "team".into(), name: "p".into(), ..Default::default() },
+            container: "app".into(),
+            container_type: ContainerType::Container,
+            field: "spec.containers[0].image".into(),
+            image: "r.io/a:1".into(),
+            reference: Some("r.io/a:1".into()),
+            verdict: Verdict::Warn,
+            reason: Reason::RegistryError,
+            message: format!("{problem} Fix: {fix} {note}"),
+            problem: problem.into(),
+            fix: Some(fix.into()),
+            notes: vec![note.into()],
+            suggestions: vec![],
+            digest: None,
+            platforms: vec![],
+            credentials: vec![],
+            credential_used: None,
+        };
+        let out = render(&Report::new(1, vec![result], vec![]), false);
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        assert!(lines.contains(&format!("fix: {fix}").as_str()), "{out}");
+        assert!(lines.contains(&format!("why: {problem}").as_str()), "{out}");
+        assert!(lines.contains(&format!("note: {note}").as_str()), "{out}");
     }
 }

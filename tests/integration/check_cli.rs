@@ -32,6 +32,9 @@ async fn json_contract_and_exit_codes() {
         "verdict",
         "reason",
         "message",
+        "problem",
+        "fix",
+        "notes",
         "suggestions",
         "digest",
         "platforms",
@@ -48,6 +51,10 @@ async fn json_contract_and_exit_codes() {
     assert_eq!(r["reference"], "registry.example.com/team/myapp:v2.3.1");
     assert_eq!(r["verdict"], "deny");
     assert_eq!(r["reason"], "TagNotFound");
+    // The parts the message is made of, for tools that show the fix on its own.
+    assert_eq!(r["problem"], "tag \"v2.3.1\" does not exist in registry.example.com/team/myapp.");
+    assert!(r["fix"].as_str().unwrap().starts_with("use a tag that exists, or push v2.3.1"), "{r}");
+    assert_eq!(r["message"], format!("{} Fix: {}", r["problem"].as_str().unwrap(), r["fix"].as_str().unwrap()));
     assert_eq!(r["suggestions"], serde_json::json!(["v2.3.0", "v2.3.2"]));
     assert_eq!(r["credentials"], serde_json::json!([{"secret": "production/regcred", "key": "registry.example.com"}]));
     assert_eq!(r["containerType"], "container");
