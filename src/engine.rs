@@ -9,7 +9,7 @@ use crate::cluster::{ClusterView, pod_credentials};
 use crate::contract::{ContainerResult, CredentialRef};
 use crate::credentials::{Candidate, Keyring};
 use crate::platform::Platform;
-use crate::policy::{self, Decision, Evaluation, LookupOutcome, PolicySettings};
+use crate::policy::{self, Decision, Evaluation, LookupOutcome, Mode, PolicySettings};
 use crate::reference::Reference;
 use crate::registry::{Failure, Registry, TimeLimit};
 use crate::workload::{ContainerType, ObjectRef, Workload};
@@ -52,11 +52,12 @@ impl<R: Registry> Engine<R> {
         view: &dyn ClusterView,
         platforms: Option<&[Platform]>,
     ) -> Vec<ContainerResult> {
-        self.check_containers(w, view, platforms, None, &|_| true).await
+        self.check_containers(w, view, platforms, None, &|_| true, self.settings.policy.mode).await
     }
 
     /// Checks the containers of a workload that `select` picks (by name), each lookup bounded by
-    /// `deadline` as well as the configured lookup timeout.
+    /// `deadline` as well as the configured lookup timeout, and judged in `mode` (the webhook's is per
+    /// namespace). The mode is applied here, once, by the policy.
     pub async fn check_containers(
         &self,
         w: &Workload,
@@ -64,7 +65,9 @@ impl<R: Registry> Engine<R> {
         platforms: Option<&[Platform]>,
         deadline: Option<tokio::time::Instant>,
         select: &(dyn Fn(&str) -> bool + Sync),
+        mode: Mode,
     ) -> Vec<ContainerResult> {
+        let policy = PolicySettings { mode, ..self.settings.policy };
         let ns = &w.object.namespace;
         let creds = pod_credentials(&w.spec, ns, view);
         let cluster = platforms.unwrap_or(&self.settings.platforms);
@@ -99,7 +102,7 @@ impl<R: Registry> Engine<R> {
                 if let (Ok(r), false) = (&eval.reference, eval.pull_policy_never) {
                     eval.lookup = self.lookup(r, &candidates, deadline).await;
                 }
-                let d = policy::decide(&eval, &self.settings.policy);
+                let d = policy::decide(&eval, &policy);
                 to_result(object, c.container.name.clone(), c.kind, c.field, &eval, d)
             }
         });

@@ -230,17 +230,10 @@ pub async fn review_request<R: Registry>(
     }
     let select = |name: &str| selected.as_ref().is_none_or(|s| s.contains(name));
     let nodes = state.cluster.node_platforms().filter(|p| !p.is_empty());
-    let mut results = state
+    let results = state
         .engine
-        .check_containers(&workload, state.cluster.as_ref(), nodes.as_deref(), Some(deadline), &select)
+        .check_containers(&workload, state.cluster.as_ref(), nodes.as_deref(), Some(deadline), &select, mode)
         .await;
-    if mode == Mode::Warn {
-        for r in &mut results {
-            if r.verdict == Verdict::Deny {
-                r.verdict = Verdict::Warn;
-            }
-        }
-    }
     for r in &results {
         state
             .metrics

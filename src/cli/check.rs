@@ -2,21 +2,12 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::Context;
 use futures_util::StreamExt;
 
-use super::EngineArgs;
-use crate::cache::CachedRegistry;
+use super::{EngineArgs, build_engine, load_config};
 use crate::cluster::Snapshot;
-use crate::config::Config;
-use crate::credentials::{Keyring, Source};
-use crate::engine::{Engine, EngineSettings};
 use crate::input::{self, InputError};
-use crate::policy::PolicySettings;
-use crate::registry::RegistryClient;
-use crate::registry::guard::Guard;
 use crate::report::{Format, Report};
 use crate::workload::Workload;
 
@@ -36,41 +27,6 @@ pub struct CheckArgs {
     /// Manifest files or directories (.yaml, .yml, .json, recursively); `-` reads stdin.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-}
-
-/// Loads the configuration and applies command-line overrides.
-pub fn load_config(args: &EngineArgs) -> anyhow::Result<Config> {
-    let mut cfg = Config::load(args.config.as_deref())?;
-    if let Some(m) = args.mode {
-        cfg.mode = m;
-    }
-    if !args.platforms.is_empty() {
-        cfg.platforms = args.platforms.clone();
-    }
-    Ok(cfg)
-}
-
-/// Builds the engine a configuration describes; offline engines never touch the network.
-pub fn build_engine(cfg: &Config, offline: bool) -> anyhow::Result<Engine<RegistryClient>> {
-    let registry = if offline {
-        None
-    } else {
-        let client =
-            RegistryClient::new(&cfg.endpoint_settings(), Guard::new(cfg.blocked_networks.clone()), cfg.lookup_timeout)
-                .context("building the registry client")?;
-        let cache = crate::cache::CacheSettings { fill_timeout: cfg.lookup_timeout, ..cfg.cache };
-        Some(Arc::new(CachedRegistry::new(Arc::new(client), cache)))
-    };
-    let mut node_keyring = Keyring::default();
-    if let Some(nc) = &cfg.node_credentials {
-        node_keyring.add(&Source::Node, nc);
-    }
-    let settings = EngineSettings {
-        policy: PolicySettings { mode: cfg.mode, fail_closed: cfg.fail_closed },
-        platforms: cfg.platforms.clone(),
-        deadline: cfg.lookup_timeout,
-    };
-    Ok(Engine::new(registry, node_keyring, settings))
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<u8> {

@@ -5,8 +5,18 @@ pub mod check;
 pub mod serve;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+use crate::cache::{CacheSettings, CachedRegistry};
+use crate::config::Config;
+use crate::credentials::{Keyring, Source};
+use crate::engine::{Engine, EngineSettings};
+use crate::policy::PolicySettings;
+use crate::registry::RegistryClient;
+use crate::registry::guard::Guard;
 
 /// pullguard: catch ImagePullBackOff before the pod exists.
 #[derive(Debug, Parser)]
@@ -38,6 +48,42 @@ pub struct EngineArgs {
     /// Node platform(s) of the cluster, OS/ARCH[/VARIANT]; repeatable. Overrides the config file.
     #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
     pub platforms: Vec<crate::platform::Platform>,
+}
+
+/// Loads the configuration and applies command-line overrides.
+pub fn load_config(args: &EngineArgs) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(args.config.as_deref())?;
+    if let Some(m) = args.mode {
+        cfg.mode = m;
+    }
+    if !args.platforms.is_empty() {
+        cfg.platforms = args.platforms.clone();
+    }
+    Ok(cfg)
+}
+
+/// Builds the engine a configuration describes, for every face (`check`, `serve`); offline engines never touch
+/// the network.
+pub fn build_engine(cfg: &Config, offline: bool) -> anyhow::Result<Engine<RegistryClient>> {
+    let registry = if offline {
+        None
+    } else {
+        let client =
+            RegistryClient::new(&cfg.endpoint_settings(), Guard::new(cfg.blocked_networks.clone()), cfg.lookup_timeout)
+                .context("building the registry client")?;
+        let cache = CacheSettings { fill_timeout: cfg.lookup_timeout, ..cfg.cache };
+        Some(Arc::new(CachedRegistry::new(Arc::new(client), cache)))
+    };
+    let mut node_keyring = Keyring::default();
+    if let Some(nc) = &cfg.node_credentials {
+        node_keyring.add(&Source::Node, nc);
+    }
+    let settings = EngineSettings {
+        policy: PolicySettings { mode: cfg.mode, fail_closed: cfg.fail_closed },
+        platforms: cfg.platforms.clone(),
+        deadline: cfg.lookup_timeout,
+    };
+    Ok(Engine::new(registry, node_keyring, settings))
 }
 
 /// Runs the command, returning the process exit code.

@@ -7,13 +7,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::EngineArgs;
-use super::check::{build_engine, load_config};
+use super::{EngineArgs, build_engine, load_config};
 use crate::admission::{AppState, Settings};
 use crate::cluster::live::LiveCluster;
 use crate::config::DurationStr;
 use crate::metrics::Metrics;
-use crate::policy::Mode;
 use crate::server::{self, ServerOptions};
 
 #[derive(Debug, clap::Args)]
@@ -66,11 +64,7 @@ pub struct ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     let cfg = load_config(&args.engine)?;
-    let global_mode = cfg.mode;
-    // The webhook applies the mode per namespace itself; the engine always judges as if enforcing.
-    let mut engine_cfg = cfg.clone();
-    engine_cfg.mode = Mode::Enforce;
-    let engine = Arc::new(build_engine(&engine_cfg, false)?);
+    let engine = Arc::new(build_engine(&cfg, false)?);
     let kube_config = match &args.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -89,7 +83,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     };
     exempt.extend(args.own_namespace.clone());
     let settings = Settings {
-        mode: global_mode,
+        mode: cfg.mode,
         exempt_namespaces: exempt,
         check_controlled_pods: args.check_controlled_pods,
         deadline_margin: args.deadline_margin.0,

@@ -183,7 +183,7 @@ async fn warn_mode_and_offline() {
     assert!(results.iter().all(|r| r.verdict != Verdict::Deny), "warn mode never denies");
     assert_eq!(result(&results, "api", "typo-tag").reason, Reason::TagNotFound);
 
-    let offline = pullguard::cli::check::build_engine(&pullguard::config::Config::default(), true).unwrap();
+    let offline = pullguard::cli::build_engine(&pullguard::config::Config::default(), true).unwrap();
     let before = env.hub.requests().len();
     let results = run_engine(&offline, &snap, &workloads).await;
     assert_eq!(env.hub.requests().len(), before, "offline sends nothing");
@@ -235,7 +235,7 @@ async fn private_ca_must_be_configured_or_skipped() {
         ),
     );
     let args = pullguard::cli::EngineArgs { config: Some(cfg), mode: None, platforms: vec![] };
-    let loaded = pullguard::cli::check::load_config(&args).unwrap();
-    let err = pullguard::cli::check::build_engine(&loaded, false).err().expect("a bad CA is refused");
+    let loaded = pullguard::cli::load_config(&args).unwrap();
+    let err = pullguard::cli::build_engine(&loaded, false).err().expect("a bad CA is refused");
     assert!(format!("{err:#}").contains("registry.example.com"), "{err:#}");
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use pullguard::cluster::Snapshot;
 use pullguard::contract::ContainerResult;
-use pullguard::policy::{Reason, Verdict};
+use pullguard::policy::{Mode, Reason, Verdict};
 use pullguard::workload::Workload;
 use serde_json::{Value, json};
 
@@ -78,7 +78,7 @@ impl Setup {
     async fn check_by(&self, pod: &Value, deadline: Instant) -> ContainerResult {
         let w = Workload::from_object(pod, "default").unwrap().unwrap();
         let deadline = tokio::time::Instant::from_std(deadline);
-        self.engine.check_containers(&w, &self.snap, None, Some(deadline), &|_| true).await.remove(0)
+        self.engine.check_containers(&w, &self.snap, None, Some(deadline), &|_| true, Mode::Enforce).await.remove(0)
     }
 }
 

@@ -100,8 +100,8 @@ impl Env {
 pub fn engine_from(config: &Path) -> Engine<RegistryClient> {
     install_crypto();
     let args = pullguard::cli::EngineArgs { config: Some(config.to_path_buf()), mode: None, platforms: vec![] };
-    let cfg = pullguard::cli::check::load_config(&args).unwrap();
-    pullguard::cli::check::build_engine(&cfg, false).unwrap()
+    let cfg = pullguard::cli::load_config(&args).unwrap();
+    pullguard::cli::build_engine(&cfg, false).unwrap()
 }
 
 fn fastrand_suffix() -> u64 {
