@@ -29,7 +29,6 @@ use crate::registry::{Failure, Registry, Resolved};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Facts {
     pub digest: String,
-    pub media_type: String,
     pub platforms: Vec<Platform>,
 }
 
@@ -286,7 +285,7 @@ impl<R: Registry> CachedRegistry<R> {
                 running.await
             }
         }?;
-        Ok(Facts { digest: resolved.digest, media_type: resolved.media_type, platforms: platforms.to_vec() })
+        Ok(Facts { digest: resolved.digest, platforms: platforms.to_vec() })
     }
 
     /// The cached value, else the lookup running for `key` (`Err(Some)`), else neither (`Err(None)`). The cache

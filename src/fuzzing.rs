@@ -113,7 +113,7 @@ impl Registry for FixtureRegistry {
             }
             3 => Err(Failure::RateLimited { retry_after: None }),
             4 => Err(Failure::Unreachable { detail: "fixture".into() }),
-            _ => Ok(Resolved { digest: format!("sha256:{:064x}", h), media_type: manifest::OCI_INDEX.into() }),
+            _ => Ok(Resolved { digest: format!("sha256:{:064x}", h) }),
         }
     }
 

@@ -149,8 +149,8 @@ impl<'de> serde::Deserialize<'de> for Platform {
 pub enum PlatformFit {
     /// Every allowed node platform can pull the image.
     All,
-    /// Only these of the allowed node platforms can.
-    Some { supported: Vec<Platform>, unsupported: Vec<Platform> },
+    /// Some of the allowed node platforms can; these cannot.
+    Some { unsupported: Vec<Platform> },
     /// None can.
     None,
 }
@@ -164,7 +164,7 @@ pub fn fit(image: &[Platform], nodes: &[Platform]) -> PlatformFit {
     } else if supported.is_empty() {
         PlatformFit::None
     } else {
-        PlatformFit::Some { supported, unsupported }
+        PlatformFit::Some { unsupported }
     }
 }
 
@@ -237,7 +237,7 @@ mod tests {
         assert_eq!(fit(&image, &[p("linux/arm64")]), PlatformFit::None);
         assert_eq!(
             fit(&image, &[p("linux/amd64"), p("linux/arm64")]),
-            PlatformFit::Some { supported: vec![p("linux/amd64")], unsupported: vec![p("linux/arm64")] }
+            PlatformFit::Some { unsupported: vec![p("linux/arm64")] }
         );
     }
 }

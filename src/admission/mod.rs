@@ -166,7 +166,7 @@ fn overloaded(request: &AdmissionRequest<DynamicObject>) -> Reviewed {
     let mut response = AdmissionResponse::from(request);
     response.audit_annotations.insert("skipped".into(), "overloaded".into());
     response.warnings = Some(vec!["pullguard: overloaded; the images were not checked".into()]);
-    Reviewed { response, verdict: "skip", reasons: String::new(), results: vec![] }
+    Reviewed { response, verdict: "skip", reasons: String::new() }
 }
 
 /// A response and what to log about it.
@@ -176,7 +176,6 @@ pub struct Reviewed {
     pub verdict: &'static str,
     /// `container=Reason,…`
     pub reasons: String,
-    pub results: Vec<ContainerResult>,
 }
 
 /// Decides one admission request.
@@ -188,7 +187,7 @@ pub async fn review_request<R: Registry>(
     let skip = |why: &str| {
         let mut response = AdmissionResponse::from(request);
         response.audit_annotations.insert("skipped".into(), why.into());
-        Reviewed { response, verdict: "skip", reasons: String::new(), results: vec![] }
+        Reviewed { response, verdict: "skip", reasons: String::new() }
     };
     if !matches!(request.operation, Operation::Create | Operation::Update) {
         return skip("operation");
@@ -290,7 +289,7 @@ fn respond(request: &AdmissionRequest<DynamicObject>, w: &Workload, results: Vec
         response.audit_annotations.insert("reasons".into(), reasons.clone());
     }
     response.audit_annotations.insert("verdict".into(), verdict.into());
-    Reviewed { response, verdict, reasons, results }
+    Reviewed { response, verdict, reasons }
 }
 
 /// Cuts at a character boundary, marking the cut.

@@ -22,10 +22,6 @@ impl Keyring {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Every credential matching `repository` (`domain/path`), most specific key first.
     pub fn lookup(&self, repository: &str) -> Vec<Candidate> {
         let mut out = Vec::new();

@@ -499,7 +499,7 @@ fn platform_decision(e: &Evaluation, r: &Reference, facts: &Facts) -> Option<Dec
             format!("{r} offers only {offers}, but the pod can run only on {}.", join(&e.allowed_platforms)),
             Some(fix.clone()),
         )),
-        PlatformFit::Some { unsupported, .. } => Some(decision(
+        PlatformFit::Some { unsupported } => Some(decision(
             Verdict::Warn,
             Reason::PlatformMismatch,
             format!("{r} offers only {offers}; pods scheduled on {} nodes will fail to pull.", join(&unsupported)),

@@ -22,11 +22,7 @@ fn eval(image: &str, lookup: LookupOutcome) -> Evaluation {
 
 fn found(platforms: &[&str]) -> LookupOutcome {
     LookupOutcome::Found {
-        facts: Facts {
-            digest: "sha256:abc".into(),
-            media_type: String::new(),
-            platforms: platforms.iter().map(|p| p.parse().unwrap()).collect(),
-        },
+        facts: Facts { digest: "sha256:abc".into(), platforms: platforms.iter().map(|p| p.parse().unwrap()).collect() },
         used: None,
         rejected: vec![],
     }
@@ -242,7 +238,7 @@ fn anonymous_success_after_rejected_credentials_warns() {
     let mut e = eval(
         "r.io/public",
         LookupOutcome::Found {
-            facts: Facts { digest: "sha256:a".into(), media_type: String::new(), platforms: vec![] },
+            facts: Facts { digest: "sha256:a".into(), platforms: vec![] },
             used: None,
             rejected: vec![(0, Failure::CredentialsRejected { detail: String::new() })],
         },

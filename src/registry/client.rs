@@ -58,13 +58,6 @@ const WELL_KNOWN: &[&str] = &[
 /// Why the client could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("registry {registry}: cannot read CA file {path}: {source}")]
-    CaRead {
-        registry: String,
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("registry {registry}: CA file {path} holds no PEM certificate")]
     CaParse { registry: String, path: String },
     #[error("registries.{registry}: not a usable registry host name; give it an endpoint")]
@@ -492,7 +485,6 @@ impl Registry for RegistryClient {
             self.authorized(&ep, Method::HEAD, url.clone(), Some(MANIFEST_ACCEPT), &reference.path, credential).await?;
         match resp.status() {
             s if s.is_success() => {
-                let media_type = header_str(&resp, CONTENT_TYPE).unwrap_or_default();
                 let header = header_str(&resp, "docker-content-digest".parse().expect("static header name"));
                 match (header.filter(|h| !h.is_empty()), &reference.digest) {
                     // containerd refuses a digest header it cannot parse, so the pull would fail too.
@@ -506,13 +498,13 @@ impl Registry for RegistryClient {
                         digest: pinned.clone(),
                         detail: format!("the registry answers it with another manifest, {h}"),
                     }),
-                    (Some(digest), _) => Ok(Resolved { digest, media_type }),
+                    (Some(digest), _) => Ok(Resolved { digest }),
                     // Verified when its content is fetched.
-                    (None, Some(pinned)) => Ok(Resolved { digest: pinned.clone(), media_type }),
+                    (None, Some(pinned)) => Ok(Resolved { digest: pinned.clone() }),
                     (None, None) => {
                         // No digest header on a successful HEAD: only now is a GET justified.
-                        let (media_type, body) = self.get_manifest(&ep, reference, url, credential).await?;
-                        Ok(Resolved { digest: manifest::sha256_digest(&body), media_type })
+                        let (_, body) = self.get_manifest(&ep, reference, url, credential).await?;
+                        Ok(Resolved { digest: manifest::sha256_digest(&body) })
                     }
                 }
             }

@@ -19,7 +19,6 @@ use crate::reference::Reference;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolved {
     pub digest: String,
-    pub media_type: String,
 }
 
 /// Why a lookup did not produce facts. Messages never contain credentials or tokens.
