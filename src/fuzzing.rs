@@ -112,7 +112,7 @@ impl Registry for FixtureRegistry {
                 Err(Failure::Unauthorized { credential_sent: credential.is_some(), status: 401, detail: String::new() })
             }
             3 => Err(Failure::RateLimited { retry_after: None }),
-            4 => Err(Failure::Unreachable { detail: "fixture".into() }),
+            4 => Err(Failure::Unreachable { detail: "fixture".into(), tls: false }),
             _ => Ok(Resolved { digest: format!("sha256:{:064x}", h) }),
         }
     }

@@ -348,8 +348,8 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
                             .into(),
                     ),
                 ),
-                Failure::Unreachable { detail } => {
-                    let tls_hint = if detail.contains("certificate") || detail.contains("Certificate") {
+                Failure::Unreachable { detail, tls } => {
+                    let tls_hint = if *tls {
                         " If the registry uses a private CA, configure its ca: file (nodes need to trust it too)."
                     } else {
                         ""

@@ -140,14 +140,14 @@ fn verdict_table() {
         ),
         (
             "down",
-            eval("nginx", failed(Failure::Unreachable { detail: "refused".into() })),
+            eval("nginx", failed(Failure::Unreachable { detail: "refused".into(), tls: false })),
             enforce,
             Verdict::Warn,
             Reason::RegistryUnreachable,
         ),
         (
             "down closed",
-            eval("nginx", failed(Failure::Unreachable { detail: "refused".into() })),
+            eval("nginx", failed(Failure::Unreachable { detail: "refused".into(), tls: false })),
             closed,
             Verdict::Deny,
             Reason::RegistryUnreachable,

@@ -228,8 +228,10 @@ impl RegistryClient {
         if let Some(ep) = self.endpoints.get(registry) {
             return Ok(ep.clone());
         }
-        let base = default_base(registry)
-            .ok_or_else(|| Failure::Unreachable { detail: format!("{registry:?} is not a usable host name") })?;
+        let base = default_base(registry).ok_or_else(|| Failure::Unreachable {
+            detail: format!("{registry:?} is not a usable host name"),
+            tls: false,
+        })?;
         let known = WELL_KNOWN.contains(&registry);
         let label = if known { registry } else { "other" };
         let client = self.default_client.clone();
@@ -469,7 +471,7 @@ impl RegistryClient {
     fn manifest_url(ep: &Endpoint, reference: &Reference, what: &str) -> Result<Url, Failure> {
         ep.base
             .join(&format!("v2/{}/manifests/{what}", reference.path))
-            .map_err(|_| Failure::Unreachable { detail: format!("cannot build a URL for {reference}") })
+            .map_err(|_| Failure::Unreachable { detail: format!("cannot build a URL for {reference}"), tls: false })
     }
 }
 
@@ -706,10 +708,10 @@ fn transport(e: &reqwest::Error, url: &Url, verbose: bool) -> Failure {
         } else {
             format!("could not reach {host}{port} over HTTPS")
         };
-        return Failure::Unreachable { detail };
+        return Failure::Unreachable { detail, tls: false };
     }
     if e.is_timeout() {
-        return Failure::Unreachable { detail: format!("{host}{port} did not answer in time") };
+        return Failure::Unreachable { detail: format!("{host}{port} did not answer in time"), tls: false };
     }
     // The innermost causes say what went wrong (DNS, refused, certificate); the outer ones repeat the URL.
     let mut causes = Vec::new();
@@ -719,7 +721,25 @@ fn transport(e: &reqwest::Error, url: &Url, verbose: bool) -> Failure {
         cur = c.source();
     }
     let cause = causes.last().cloned().unwrap_or_else(|| "connection failed".into());
-    Failure::Unreachable { detail: format!("cannot connect to {host}{port}: {cause}") }
+    Failure::Unreachable { detail: format!("cannot connect to {host}{port}: {cause}"), tls: is_tls_failure(e) }
+}
+
+/// Whether a TLS handshake failed somewhere under `e`: a `rustls::Error` in the source chain, or wrapped in an
+/// `io::Error` (whose `source()` skips the error it wraps, hence `get_ref`). Typed, so that the CA hint does not
+/// hang on the wording of an error message.
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.is::<rustls::Error>() {
+            return true;
+        }
+        // rustls' error arrives wrapped in io::Errors, nested (Other around InvalidData around it).
+        cur = match c.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
+    }
+    false
 }
 
 /// Every message in an error's source chain, for logs.

@@ -41,7 +41,8 @@ pub enum Failure {
     #[error("registry error {status}: {detail}")]
     ServerError { status: u16, detail: String },
     #[error("{detail}")]
-    Unreachable { detail: String },
+    /// `tls`: the TLS handshake failed (an untrusted or invalid certificate), so the fix is a CA, not egress.
+    Unreachable { detail: String, tls: bool },
     #[error("{detail}")]
     Blocked { detail: String },
     #[error("invalid manifest: {detail}")]
