@@ -10,6 +10,7 @@ mod economy;
 mod faults;
 mod fuzz_corpus;
 mod hardening;
+mod layering;
 mod webhook;
 
 /// The webhook tests' cluster, shared with the drills.
