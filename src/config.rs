@@ -10,6 +10,7 @@ use crate::cache::CacheSettings;
 use crate::credentials::DockerConfig;
 use crate::platform::Platform;
 use crate::policy::Mode;
+use crate::registry::EndpointSettings;
 use crate::registry::guard::{DEFAULT_BLOCKED, IpNet};
 
 /// The config file, as written. Unknown fields are errors, so a typo never silently does nothing.
@@ -48,6 +49,14 @@ pub struct CacheConfig {
 /// A duration written as `500ms`, `4s`, `5m`, `1h` or a plain number of seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DurationStr(pub Duration);
+
+/// Written so that it parses back (`1500ms`, `4s`): clap prints defaults with it.
+impl std::fmt::Display for DurationStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 == 0 { write!(f, "{}s", ms / 1000) } else { write!(f, "{ms}ms") }
+    }
+}
 
 impl std::str::FromStr for DurationStr {
     type Err = String;
@@ -115,14 +124,6 @@ pub enum ConfigError {
     NoPlatforms,
 }
 
-/// Per-registry endpoint after validation.
-#[derive(Clone, Debug)]
-pub struct Endpoint {
-    pub url: Option<url::Url>,
-    pub ca_pem: Option<(String, Vec<u8>)>,
-    pub insecure_skip_verify: bool,
-}
-
 /// The configuration the engine runs with.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -130,7 +131,7 @@ pub struct Config {
     pub platforms: Vec<Platform>,
     pub fail_closed: bool,
     pub node_credentials: Option<DockerConfig>,
-    pub registries: HashMap<String, Endpoint>,
+    pub registries: HashMap<String, EndpointSettings>,
     pub blocked_networks: Vec<IpNet>,
     pub lookup_timeout: Duration,
     pub cache: CacheSettings,
@@ -230,7 +231,7 @@ impl Config {
                 }
                 None => None,
             };
-            cfg.registries.insert(registry, Endpoint { url, ca_pem, insecure_skip_verify });
+            cfg.registries.insert(registry, EndpointSettings { endpoint: url, ca_pem, insecure_skip_verify });
         }
         if let Some(b) = blocked_networks {
             cfg.blocked_networks = b;
@@ -252,23 +253,6 @@ impl Config {
         }
         Ok(cfg)
     }
-
-    /// The registry client's endpoint settings.
-    pub fn endpoint_settings(&self) -> HashMap<String, crate::registry::EndpointSettings> {
-        self.registries
-            .iter()
-            .map(|(k, e)| {
-                (
-                    k.clone(),
-                    crate::registry::EndpointSettings {
-                        endpoint: e.url.clone(),
-                        ca_pem: e.ca_pem.clone(),
-                        insecure_skip_verify: e.insecure_skip_verify,
-                    },
-                )
-            })
-            .collect()
-    }
 }
 
 /// Reads a docker `config.json` used as node-wide credentials.
@@ -283,6 +267,14 @@ pub fn load_node_credentials(path: &Path) -> Result<DockerConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// clap prints defaults with Display, and a printed default must parse back to itself.
+    #[test]
+    fn durations_print_as_they_parse() {
+        for s in ["1500ms", "4s", "0s", "250ms", "90s"] {
+            assert_eq!(s.parse::<DurationStr>().unwrap().to_string(), s);
+        }
+    }
 
     #[test]
     fn durations() {
@@ -313,7 +305,7 @@ mod tests {
         assert_eq!(cfg.mode, Mode::Warn);
         assert_eq!(cfg.platforms.len(), 2);
         assert!(cfg.fail_closed);
-        assert_eq!(cfg.registries["docker.io"].url.as_ref().unwrap().as_str(), "http://127.0.0.1:5000/");
+        assert_eq!(cfg.registries["docker.io"].endpoint.as_ref().unwrap().as_str(), "http://127.0.0.1:5000/");
         assert_eq!(cfg.lookup_timeout, Duration::from_secs(2));
         assert_eq!(cfg.cache.ttl, Duration::from_secs(60));
         let bad: FileConfig = serde_saphyr::from_str("registries:\n  r.io:\n    endpoint: ftp://x\n").unwrap();

@@ -32,6 +32,13 @@ use crate::workload::Workload;
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
 /// The API server truncates longer warnings.
 pub const MAX_WARNING: usize = 256;
+/// Answer this long before the API server's timeout, by default (`--deadline-margin`).
+pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_millis(1500);
+/// The API server's webhook timeout when the URL carries none (its own default).
+pub const API_SERVER_DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Never checked unless `--exempt-namespace` says otherwise: the control plane must not depend on registries.
+pub const DEFAULT_EXEMPT_NAMESPACE: &str = "kube-system";
+
 /// Webhook settings beyond the engine's.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -50,10 +57,10 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             mode: Mode::Enforce,
-            exempt_namespaces: ["kube-system".to_string()].into(),
+            exempt_namespaces: [DEFAULT_EXEMPT_NAMESPACE.to_string()].into(),
             check_controlled_pods: false,
-            deadline_margin: Duration::from_millis(1500),
-            default_timeout: Duration::from_secs(10),
+            deadline_margin: DEFAULT_DEADLINE_MARGIN,
+            default_timeout: API_SERVER_DEFAULT_TIMEOUT,
         }
     }
 }

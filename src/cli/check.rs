@@ -30,22 +30,23 @@ pub struct CheckArgs {
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<u8> {
-    let cfg = load_config(&args.engine)?;
-    let engine = build_engine(&cfg, args.offline)?;
-    let (docs, mut errors) = input::load(&args.paths);
+    let CheckArgs { engine, output, namespace, offline, paths } = args;
+    let cfg = load_config(&engine)?;
+    let engine = build_engine(&cfg, offline)?;
+    let (docs, mut errors) = input::load(&paths);
     let doc_error =
         |d: &input::Document, message: String| InputError { file: d.file.clone(), document: Some(d.index), message };
 
     // Secrets and ServiceAccounts in the input are this run's cluster.
     let mut snapshot = Snapshot::default();
     for d in &docs {
-        if let Err(e) = snapshot.add_object(&d.value, &args.namespace) {
+        if let Err(e) = snapshot.add_object(&d.value, &namespace) {
             errors.push(doc_error(d, e.to_string()));
         }
     }
     let mut workloads = Vec::new();
     for d in &docs {
-        match Workload::from_object(&d.value, &args.namespace) {
+        match Workload::from_object(&d.value, &namespace) {
             Ok(Some(mut w)) => {
                 w.object.file = Some(d.file.clone());
                 w.object.document = Some(d.index);
@@ -66,7 +67,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<u8> {
     let report = Report::new(workloads.len(), results, errors);
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut out = std::io::stdout().lock();
-    let written = out.write_all(report.render(args.output, color).as_bytes()).and_then(|()| out.flush());
+    let written = out.write_all(report.render(output, color).as_bytes()).and_then(|()| out.flush());
     match written {
         // A closed pipe (`| head`) is the reader's choice, not an error.
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),

@@ -68,9 +68,8 @@ pub fn build_engine(cfg: &Config, offline: bool) -> anyhow::Result<Engine<Regist
     let registry = if offline {
         None
     } else {
-        let client =
-            RegistryClient::new(&cfg.endpoint_settings(), Guard::new(cfg.blocked_networks.clone()), cfg.lookup_timeout)
-                .context("building the registry client")?;
+        let client = RegistryClient::new(&cfg.registries, Guard::new(cfg.blocked_networks.clone()), cfg.lookup_timeout)
+            .context("building the registry client")?;
         let cache = CacheSettings { fill_timeout: cfg.lookup_timeout, ..cfg.cache };
         Some(Arc::new(CachedRegistry::new(Arc::new(client), cache)))
     };

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::{EngineArgs, build_engine, load_config};
-use crate::admission::{AppState, Settings};
+use crate::admission::{
+    API_SERVER_DEFAULT_TIMEOUT, AppState, DEFAULT_DEADLINE_MARGIN, DEFAULT_EXEMPT_NAMESPACE, Settings,
+};
 use crate::cluster::live::LiveCluster;
 use crate::config::DurationStr;
 use crate::metrics::Metrics;
@@ -46,7 +48,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub check_controlled_pods: bool,
     /// Answer this long before the API server's timeout.
-    #[arg(long, default_value = "1500ms")]
+    #[arg(long, default_value_t = DurationStr(DEFAULT_DEADLINE_MARGIN))]
     pub deadline_margin: DurationStr,
     /// On SIGTERM, wait at most this long for in-flight reviews.
     #[arg(long, default_value = "20s")]
@@ -63,9 +65,26 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
-    let cfg = load_config(&args.engine)?;
+    let ServeArgs {
+        engine,
+        listen,
+        metrics_listen,
+        tls_cert,
+        tls_key,
+        kubeconfig,
+        no_secrets,
+        exempt_namespaces,
+        own_namespace,
+        check_controlled_pods,
+        deadline_margin,
+        drain_timeout,
+        shutdown_delay,
+        max_concurrency,
+        cert_reload_interval,
+    } = args;
+    let cfg = load_config(&engine)?;
     let engine = Arc::new(build_engine(&cfg, false)?);
-    let kube_config = match &args.kubeconfig {
+    let kube_config = match &kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -74,33 +93,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         None => kube::Config::infer().await.context("finding the cluster (in-cluster config or KUBECONFIG)")?,
     };
     let client = kube::Client::try_from(kube_config).context("building the Kubernetes client")?;
-    let cluster = LiveCluster::start(client, !args.no_secrets);
+    let cluster = LiveCluster::start(client, !no_secrets);
 
-    let mut exempt: BTreeSet<String> = if args.exempt_namespaces.is_empty() {
-        ["kube-system".to_string()].into()
+    let mut exempt: BTreeSet<String> = if exempt_namespaces.is_empty() {
+        [DEFAULT_EXEMPT_NAMESPACE.to_string()].into()
     } else {
-        args.exempt_namespaces.iter().cloned().collect()
+        exempt_namespaces.into_iter().collect()
     };
-    exempt.extend(args.own_namespace.clone());
+    exempt.extend(own_namespace);
     let settings = Settings {
         mode: cfg.mode,
         exempt_namespaces: exempt,
-        check_controlled_pods: args.check_controlled_pods,
-        deadline_margin: args.deadline_margin.0,
-        default_timeout: std::time::Duration::from_secs(10),
+        check_controlled_pods,
+        deadline_margin: deadline_margin.0,
+        default_timeout: API_SERVER_DEFAULT_TIMEOUT,
     };
     let (cache_stats, registry_stats) = engine.stats();
     let metrics = Arc::new(Metrics::new(cache_stats, registry_stats));
-    let slots = Arc::new(tokio::sync::Semaphore::new(args.max_concurrency.max(1)));
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_concurrency.max(1)));
     let state = Arc::new(AppState { engine, cluster, settings, metrics, slots });
     let opts = ServerOptions {
-        listen: args.listen,
-        metrics_listen: args.metrics_listen,
-        tls_cert: args.tls_cert,
-        tls_key: args.tls_key,
-        cert_reload_interval: args.cert_reload_interval.0,
-        drain_timeout: args.drain_timeout.0,
-        shutdown_delay: args.shutdown_delay.0,
+        listen,
+        metrics_listen,
+        tls_cert,
+        tls_key,
+        cert_reload_interval: cert_reload_interval.0,
+        drain_timeout: drain_timeout.0,
+        shutdown_delay: shutdown_delay.0,
     };
     server::run(state, opts).await?;
     Ok(0)
