@@ -1,5 +1,5 @@
 //! Registry credentials: what a credential is, where it came from, and the two jobs on it: reading docker
-//! config files ([`dockerconfig`]) and matching them to images as the kubelet's keyring does ([`keyring`]).
+//! config files (`dockerconfig`) and matching them to images as the kubelet's keyring does (`keyring`).
 //! Where a pod's pull secrets come from is the cluster's business (`cluster::pull_secrets`).
 //!
 //! The order of candidates is the kubelet's: the pod's pull secrets (or, when the pod lists none, its

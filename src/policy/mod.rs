@@ -260,222 +260,276 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
             None,
         );
     }
-    let secret_note = secret_problems_text(e);
     match &e.lookup {
         LookupOutcome::NotDone => match secret_decision(e, Verdict::Warn, "") {
             Some(d) => d,
             None => decision(Verdict::Skip, Reason::NotChecked, format!("{r} was not looked up (offline)."), None),
         },
-        LookupOutcome::Failed { failure, rejected } => {
-            let registry = &r.domain;
-            let repo = r.repository();
-            let fail_open = if settings.fail_closed { Verdict::Deny } else { Verdict::Warn };
-            let open_note = if settings.fail_closed {
-                "failClosed is set, so this is denied"
-            } else {
-                "pullguard could not verify the image, so it is admitted"
+        LookupOutcome::Failed { failure, rejected } => failed(e, r, failure, rejected, settings),
+        LookupOutcome::Found { facts, used, rejected } => found(e, r, facts, *used, rejected),
+    }
+}
+
+/// The lookup failed: one function per class of failure, then what else the user should know.
+fn failed(
+    e: &Evaluation,
+    r: &Reference,
+    failure: &Failure,
+    rejected: &[(usize, Failure)],
+    settings: &PolicySettings,
+) -> Decision {
+    // Each class answers for its own failures (None for the others); what no class claims is an outage.
+    let mut d = not_there(r, failure)
+        .or_else(|| no_access(e, r, failure, rejected))
+        .or_else(|| unpullable(e, r, failure))
+        .or_else(|| blocked(r, failure))
+        .unwrap_or_else(|| outage(r, failure, settings.fail_closed));
+    // Refused credentials matter even when something else ended the walk (a timeout, an outage).
+    if !rejected.is_empty() && !failure.is_auth() {
+        let who: Vec<String> = rejected.iter().map(|(i, _)| describe_candidate(&e.candidates[*i])).collect();
+        d.notes.push(format!("Before that, the registry refused the credentials in {}.", who.join(", ")));
+    }
+    let secret_note = secret_problems_text(e);
+    if !secret_note.is_empty()
+        && !matches!(d.reason, Reason::SecretNotFound | Reason::SecretInvalid | Reason::SecretInOtherNamespace)
+    {
+        d.notes.push(format!("Also: {secret_note}"));
+    }
+    d
+}
+
+/// The registry answered that the image is not there: always a deny.
+fn not_there(r: &Reference, failure: &Failure) -> Option<Decision> {
+    let registry = &r.domain;
+    let repo = r.repository();
+    Some(match failure {
+        Failure::RepositoryNotFound => decision(
+            Verdict::Deny,
+            Reason::RepositoryNotFound,
+            format!("repository {repo} does not exist on {registry}."),
+            Some(
+                "check the image name for a typo \
+                 (registry, organisation, repository), or push the image first."
+                    .into(),
+            ),
+        ),
+        Failure::TagNotFound { tag, tags } => {
+            let suggestions = suggest_tags(tag, tags);
+            let hint = match suggestions.as_slice() {
+                [] if tags.is_empty() => String::new(),
+                [] => format!(" Existing tags include: {}.", sample(tags)),
+                s => format!(" Did you mean {}?", or_list(s)),
             };
-            let mut d = match failure {
-                Failure::RepositoryNotFound => decision(
-                    Verdict::Deny,
-                    Reason::RepositoryNotFound,
-                    format!("repository {repo} does not exist on {registry}."),
-                    Some(
-                        "check the image name for a typo \
-                         (registry, organisation, repository), or push the image first."
-                            .into(),
-                    ),
-                ),
-                Failure::TagNotFound { tag, tags } => {
-                    let suggestions = suggest_tags(tag, tags);
-                    let hint = match suggestions.as_slice() {
-                        [] if tags.is_empty() => String::new(),
-                        [] => format!(" Existing tags include: {}.", sample(tags)),
-                        s => format!(" Did you mean {}?", or_list(s)),
-                    };
-                    let mut d = decision(
-                        Verdict::Deny,
-                        Reason::TagNotFound,
-                        format!("tag {tag:?} does not exist in {repo}."),
-                        Some(format!(
-                            "use a tag that exists, or push {tag} \
-                             before deploying.{hint}"
-                        )),
-                    );
-                    d.suggestions = suggestions;
-                    d
-                }
-                Failure::DigestNotFound { digest } => decision(
-                    Verdict::Deny,
-                    Reason::DigestNotFound,
-                    format!("digest {digest} does not exist in {repo} (never pushed there, or deleted)."),
-                    Some(
-                        "pin a \
-                         digest that exists, e.g. re-resolve the tag you meant."
-                            .into(),
-                    ),
-                ),
-                Failure::Unauthorized { credential_sent: false, .. } if rejected.is_empty() => {
-                    match secret_decision(e, Verdict::Deny, " and the image cannot be pulled without it") {
-                        Some(d) => d,
-                        None => credentials_missing(e, r),
-                    }
-                }
-                Failure::Unauthorized { .. } | Failure::CredentialsRejected { .. } => {
-                    credentials_rejected(e, r, failure, rejected)
-                }
-                Failure::Blocked { detail } => decision(
-                    Verdict::Deny,
-                    Reason::RegistryBlocked,
-                    format!("registry {registry} was not contacted: {detail}."),
-                    Some(
-                        "use an image from a legitimate \
-                         registry; if this registry is legitimate, remove its network from blockedNetworks in \
-                         the pullguard configuration."
-                            .into(),
-                    ),
-                ),
-                Failure::RateLimited { retry_after } => decision(
-                    fail_open,
-                    Reason::RateLimited,
-                    format!(
-                        "{registry} is rate-limiting pulls{}; nodes pulling {r} now may hit the same limit \
-                         ({open_note}).",
-                        retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default()
-                    ),
-                    Some(
-                        "authenticate pulls with an imagePullSecret, or mirror the image to a registry you control."
-                            .into(),
-                    ),
-                ),
-                Failure::Unreachable { detail, tls } => {
-                    let tls_hint = if *tls {
-                        " If the registry uses a private CA, configure its ca: file (nodes need to trust it too)."
-                    } else {
-                        ""
-                    };
-                    decision(
-                        fail_open,
-                        Reason::RegistryUnreachable,
-                        format!("registry {registry} is unreachable: {detail} ({open_note})."),
-                        Some(format!(
-                            "check the registry \
-                             host name, DNS, and egress from the cluster to it.{tls_hint}"
-                        )),
-                    )
-                }
-                Failure::DigestMismatch { digest, detail } => decision(
-                    Verdict::Deny,
-                    Reason::DigestMismatch,
-                    format!(
-                        "{repo}@{digest} cannot be pulled: {detail}. The kubelet verifies every digest and refuses \
-                         such content."
-                    ),
-                    Some(format!(
-                        "pin the digest the registry really serves (re-resolve the tag, e.g. \
-                         skopeo inspect docker://{repo}:TAG), or repair the registry or mirror that serves other \
-                         content under this digest."
-                    )),
-                ),
-                Failure::NoRunnablePlatform => decision(
-                    Verdict::Deny,
-                    Reason::PlatformMismatch,
-                    format!(
-                        "{r} is an index that lists no runnable image (only attestations or unknown/unknown \
-                         entries), so no node can pull it."
-                    ),
-                    Some(format!(
-                        "publish the image with its platforms (docker buildx build --platform {} --push).",
-                        join(&e.cluster_platforms).replace(", ", ",")
-                    )),
-                ),
-                Failure::TimedOut { waited, limit } => {
-                    let what = match limit {
-                        TimeLimit::LookupTimeout => format!(
-                            "registry {registry} did not answer within lookupTimeout ({})",
-                            fmt_duration(*waited)
-                        ),
-                        TimeLimit::ReviewDeadline if waited.as_millis() < 50 => format!(
-                            "no time was left in this review to look up {r} (the API server's timeout for the \
-                             webhook was used up); the lookup goes on, and its answer is cached for the next review"
-                        ),
-                        TimeLimit::ReviewDeadline => format!(
-                            "registry {registry} did not answer within the {} left of this review's time (the API \
-                             server's timeout for the webhook); the lookup goes on, and its answer is cached for the \
-                             next review",
-                            fmt_duration(*waited)
-                        ),
-                    };
-                    decision(
-                        fail_open,
-                        Reason::RegistryUnreachable,
-                        format!("{what} ({open_note})."),
-                        Some(
-                            "check the registry's health and latency from the cluster; \
-                             if it is only slow, raise lookupTimeout or the webhook's timeoutSeconds."
-                                .into(),
-                        ),
-                    )
-                }
-                Failure::ServerError { detail, .. } | Failure::InvalidManifest { detail } => decision(
-                    fail_open,
-                    Reason::RegistryError,
-                    format!("registry {registry} failed for {r}: {detail} ({open_note})."),
-                    Some(
-                        "retry later, or check \
-                         the registry's health."
-                            .into(),
-                    ),
-                ),
-            };
-            // Refused credentials matter even when something else ended the walk (a timeout, an outage).
-            if !rejected.is_empty() && !failure.is_auth() {
-                let who: Vec<String> = rejected.iter().map(|(i, _)| describe_candidate(&e.candidates[*i])).collect();
-                d.notes.push(format!("Before that, the registry refused the credentials in {}.", who.join(", ")));
-            }
-            if !secret_note.is_empty()
-                && !matches!(d.reason, Reason::SecretNotFound | Reason::SecretInvalid | Reason::SecretInOtherNamespace)
-            {
-                d.notes.push(format!("Also: {secret_note}"));
-            }
+            let mut d = decision(
+                Verdict::Deny,
+                Reason::TagNotFound,
+                format!("tag {tag:?} does not exist in {repo}."),
+                Some(format!(
+                    "use a tag that exists, or push {tag} \
+                     before deploying.{hint}"
+                )),
+            );
+            d.suggestions = suggestions;
             d
         }
-        LookupOutcome::Found { facts, used, rejected } => {
-            if let Some(d) = platform_decision(e, r, facts) {
-                return d;
+        Failure::DigestNotFound { digest } => decision(
+            Verdict::Deny,
+            Reason::DigestNotFound,
+            format!("digest {digest} does not exist in {repo} (never pushed there, or deleted)."),
+            Some(
+                "pin a \
+                 digest that exists, e.g. re-resolve the tag you meant."
+                    .into(),
+            ),
+        ),
+        _ => return None,
+    })
+}
+
+/// The registry wants credentials the pod lacks, or refused the ones it has.
+fn no_access(e: &Evaluation, r: &Reference, failure: &Failure, rejected: &[(usize, Failure)]) -> Option<Decision> {
+    Some(match failure {
+        Failure::Unauthorized { credential_sent: false, .. } if rejected.is_empty() => {
+            match secret_decision(e, Verdict::Deny, " and the image cannot be pulled without it") {
+                Some(d) => d,
+                None => credentials_missing(e, r),
             }
-            if used.is_none() && !rejected.is_empty() {
-                let mut d = credentials_rejected(e, r, &rejected[0].1, rejected);
-                d.verdict = Verdict::Warn;
-                d.notes.push(
-                    "The image is pullable anonymously, but the kubelet does not fall back to an anonymous pull when \
-                     a matching credential fails."
-                        .into(),
-                );
-                return d;
-            }
-            if let Some(d) = secret_decision(e, Verdict::Warn, "; the image is pullable without it") {
-                return d;
-            }
-            let how = match used {
-                Some(i) => format!(" with {}", describe_candidate(&e.candidates[*i])),
-                None => String::new(),
-            };
-            let mut msg = format!("{r} resolves to {}{how}", facts.digest);
-            if !facts.platforms.is_empty() {
-                msg.push_str(&format!(" ({})", join(&facts.platforms)));
-            }
-            if e.allowed_platforms.is_empty() && !e.cluster_platforms.is_empty() {
-                msg.push_str(&format!(
-                    "; platform not checked: the pod's node selector or affinity matches none of the cluster \
-                     platforms ({})",
-                    join(&e.cluster_platforms)
-                ));
-            }
-            msg.push('.');
-            decision(Verdict::Allow, Reason::Ok, msg, None)
         }
+        Failure::Unauthorized { .. } | Failure::CredentialsRejected { .. } => {
+            credentials_rejected(e, r, failure, rejected)
+        }
+        _ => return None,
+    })
+}
+
+/// The registry serves the image, but no node could run what it serves: always a deny.
+fn unpullable(e: &Evaluation, r: &Reference, failure: &Failure) -> Option<Decision> {
+    let repo = r.repository();
+    Some(match failure {
+        Failure::DigestMismatch { digest, detail } => decision(
+            Verdict::Deny,
+            Reason::DigestMismatch,
+            format!(
+                "{repo}@{digest} cannot be pulled: {detail}. The kubelet verifies every digest and refuses \
+                 such content."
+            ),
+            Some(format!(
+                "pin the digest the registry really serves (re-resolve the tag, e.g. \
+                 skopeo inspect docker://{repo}:TAG), or repair the registry or mirror that serves other \
+                 content under this digest."
+            )),
+        ),
+        Failure::NoRunnablePlatform => decision(
+            Verdict::Deny,
+            Reason::PlatformMismatch,
+            format!(
+                "{r} is an index that lists no runnable image (only attestations or unknown/unknown \
+                 entries), so no node can pull it."
+            ),
+            Some(format!(
+                "publish the image with its platforms (docker buildx build --platform {} --push).",
+                join(&e.cluster_platforms).replace(", ", ",")
+            )),
+        ),
+        _ => return None,
+    })
+}
+
+/// The registry host, a realm or a redirect is in a blocked network: a deny, never contacted.
+fn blocked(r: &Reference, failure: &Failure) -> Option<Decision> {
+    let Failure::Blocked { detail } = failure else { return None };
+    let registry = &r.domain;
+    Some(decision(
+        Verdict::Deny,
+        Reason::RegistryBlocked,
+        format!("registry {registry} was not contacted: {detail}."),
+        Some(
+            "use an image from a legitimate registry; if this registry is legitimate, remove its network from \
+             blockedNetworks in the pullguard configuration."
+                .into(),
+        ),
+    ))
+}
+
+/// Nothing is known about the image (rate limit, outage, timeout, a broken answer): warn, or deny under
+/// failClosed.
+fn outage(r: &Reference, failure: &Failure, fail_closed: bool) -> Decision {
+    let registry = &r.domain;
+    let fail_open = if fail_closed { Verdict::Deny } else { Verdict::Warn };
+    let open_note = if fail_closed {
+        "failClosed is set, so this is denied"
+    } else {
+        "pullguard could not verify the image, so it is admitted"
+    };
+    match failure {
+        Failure::RateLimited { retry_after } => decision(
+            fail_open,
+            Reason::RateLimited,
+            format!(
+                "{registry} is rate-limiting pulls{}; nodes pulling {r} now may hit the same limit \
+                 ({open_note}).",
+                retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default()
+            ),
+            Some("authenticate pulls with an imagePullSecret, or mirror the image to a registry you control.".into()),
+        ),
+        Failure::Unreachable { detail, tls } => {
+            let tls_hint = if *tls {
+                " If the registry uses a private CA, configure its ca: file (nodes need to trust it too)."
+            } else {
+                ""
+            };
+            decision(
+                fail_open,
+                Reason::RegistryUnreachable,
+                format!("registry {registry} is unreachable: {detail} ({open_note})."),
+                Some(format!(
+                    "check the registry \
+                     host name, DNS, and egress from the cluster to it.{tls_hint}"
+                )),
+            )
+        }
+        Failure::TimedOut { waited, limit } => {
+            let what = match limit {
+                TimeLimit::LookupTimeout => {
+                    format!("registry {registry} did not answer within lookupTimeout ({})", fmt_duration(*waited))
+                }
+                TimeLimit::ReviewDeadline if waited.as_millis() < 50 => format!(
+                    "no time was left in this review to look up {r} (the API server's timeout for the \
+                     webhook was used up); the lookup goes on, and its answer is cached for the next review"
+                ),
+                TimeLimit::ReviewDeadline => format!(
+                    "registry {registry} did not answer within the {} left of this review's time (the API \
+                     server's timeout for the webhook); the lookup goes on, and its answer is cached for the \
+                     next review",
+                    fmt_duration(*waited)
+                ),
+            };
+            decision(
+                fail_open,
+                Reason::RegistryUnreachable,
+                format!("{what} ({open_note})."),
+                Some(
+                    "check the registry's health and latency from the cluster; \
+                     if it is only slow, raise lookupTimeout or the webhook's timeoutSeconds."
+                        .into(),
+                ),
+            )
+        }
+        Failure::ServerError { detail, .. } | Failure::InvalidManifest { detail } => decision(
+            fail_open,
+            Reason::RegistryError,
+            format!("registry {registry} failed for {r}: {detail} ({open_note})."),
+            Some(
+                "retry later, or check \
+                 the registry's health."
+                    .into(),
+            ),
+        ),
+        // Not an outage class; only reached if a new failure has no class yet. Say what it was, warn-or-deny.
+        other => decision(
+            fail_open,
+            Reason::RegistryError,
+            format!("registry {registry} failed for {r}: {other} ({open_note})."),
+            Some("retry later, or check the registry's health.".into()),
+        ),
     }
+}
+
+/// The image resolved: the platforms, then the credentials that were refused on the way, then secret problems.
+fn found(e: &Evaluation, r: &Reference, facts: &Facts, used: Option<usize>, rejected: &[(usize, Failure)]) -> Decision {
+    if let Some(d) = platform_decision(e, r, facts) {
+        return d;
+    }
+    if used.is_none() && !rejected.is_empty() {
+        let mut d = credentials_rejected(e, r, &rejected[0].1, rejected);
+        d.verdict = Verdict::Warn;
+        d.notes.push(
+            "The image is pullable anonymously, but the kubelet does not fall back to an anonymous pull when \
+             a matching credential fails."
+                .into(),
+        );
+        return d;
+    }
+    if let Some(d) = secret_decision(e, Verdict::Warn, "; the image is pullable without it") {
+        return d;
+    }
+    let how = match used {
+        Some(i) => format!(" with {}", describe_candidate(&e.candidates[i])),
+        None => String::new(),
+    };
+    let mut msg = format!("{r} resolves to {}{how}", facts.digest);
+    if !facts.platforms.is_empty() {
+        msg.push_str(&format!(" ({})", join(&facts.platforms)));
+    }
+    if e.allowed_platforms.is_empty() && !e.cluster_platforms.is_empty() {
+        msg.push_str(&format!(
+            "; platform not checked: the pod's node selector or affinity matches none of the cluster \
+             platforms ({})",
+            join(&e.cluster_platforms)
+        ));
+    }
+    msg.push('.');
+    decision(Verdict::Allow, Reason::Ok, msg, None)
 }
 
 fn platform_decision(e: &Evaluation, r: &Reference, facts: &Facts) -> Option<Decision> {

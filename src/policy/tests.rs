@@ -259,3 +259,83 @@ fn messages_never_contain_credentials() {
     let d = decide(&e, &PolicySettings::default());
     assert!(!d.message().contains("\"p\"") && d.message().contains("regcred"), "{}", d.message());
 }
+
+// One table per failure class: each class function answers for its own failures and no others.
+
+fn reference(image: &str) -> Reference {
+    Reference::parse(image).unwrap()
+}
+
+#[test]
+fn not_there_always_denies() {
+    let r = reference("r.io/team/app:v1");
+    let cases = [
+        (Failure::RepositoryNotFound, Reason::RepositoryNotFound),
+        (Failure::TagNotFound { tag: "v1".into(), tags: vec!["v2".into()] }, Reason::TagNotFound),
+        (Failure::DigestNotFound { digest: format!("sha256:{}", "a".repeat(64)) }, Reason::DigestNotFound),
+    ];
+    for (failure, reason) in cases {
+        let d = not_there(&r, &failure).unwrap_or_else(|| panic!("{failure:?} is not there"));
+        assert_eq!((d.verdict, d.reason), (Verdict::Deny, reason), "{failure:?}");
+        assert!(d.fix.is_some(), "{failure:?}");
+    }
+    assert_eq!(not_there(&r, &Failure::NoRunnablePlatform), None);
+}
+
+#[test]
+fn no_access_tells_missing_from_refused() {
+    let r = reference("r.io/private/app:v1");
+    let e = eval("r.io/private/app:v1", LookupOutcome::NotDone);
+    let anonymous = Failure::Unauthorized { credential_sent: false, status: 401, detail: String::new() };
+    let refused = Failure::CredentialsRejected { detail: String::new() };
+    let no_pull = Failure::Unauthorized { credential_sent: true, status: 403, detail: String::new() };
+    let cases = [
+        (&anonymous, Reason::CredentialsMissing),
+        (&refused, Reason::CredentialsRejected),
+        (&no_pull, Reason::CredentialsRejected),
+    ];
+    for (failure, reason) in cases {
+        let d = no_access(&e, &r, failure, &[]).unwrap_or_else(|| panic!("{failure:?} is about access"));
+        assert_eq!((d.verdict, d.reason), (Verdict::Deny, reason), "{failure:?}: {}", d.message());
+    }
+    assert_eq!(no_access(&e, &r, &Failure::RepositoryNotFound, &[]), None);
+}
+
+#[test]
+fn unpullable_and_blocked_always_deny() {
+    let r = reference("r.io/team/app:v1");
+    let e = eval("r.io/team/app:v1", LookupOutcome::NotDone);
+    let mismatch = Failure::DigestMismatch { digest: format!("sha256:{}", "a".repeat(64)), detail: "x".into() };
+    let d = unpullable(&e, &r, &mismatch).unwrap();
+    assert_eq!((d.verdict, d.reason), (Verdict::Deny, Reason::DigestMismatch));
+    let d = unpullable(&e, &r, &Failure::NoRunnablePlatform).unwrap();
+    assert_eq!((d.verdict, d.reason), (Verdict::Deny, Reason::PlatformMismatch));
+    let d = blocked(&r, &Failure::Blocked { detail: "169.254.169.254 is blocked".into() }).unwrap();
+    assert_eq!((d.verdict, d.reason), (Verdict::Deny, Reason::RegistryBlocked));
+    assert_eq!(unpullable(&e, &r, &Failure::RepositoryNotFound), None);
+    assert_eq!(blocked(&r, &Failure::RepositoryNotFound), None);
+}
+
+#[test]
+fn outages_warn_and_deny_only_under_fail_closed() {
+    let r = reference("r.io/team/app:v1");
+    let cases = [
+        (Failure::RateLimited { retry_after: Some(Duration::from_secs(30)) }, Reason::RateLimited),
+        (Failure::Unreachable { detail: "refused".into(), tls: false }, Reason::RegistryUnreachable),
+        (
+            Failure::TimedOut { waited: Duration::from_secs(4), limit: TimeLimit::LookupTimeout },
+            Reason::RegistryUnreachable,
+        ),
+        (Failure::ServerError { status: 500, detail: "boom".into() }, Reason::RegistryError),
+        (Failure::InvalidManifest { detail: "not JSON".into() }, Reason::RegistryError),
+    ];
+    for (failure, reason) in cases {
+        for (fail_closed, verdict) in [(false, Verdict::Warn), (true, Verdict::Deny)] {
+            let d = outage(&r, &failure, fail_closed);
+            assert_eq!((d.verdict, d.reason), (verdict, reason), "{failure:?}, failClosed {fail_closed}");
+            assert!(d.problem.contains(if fail_closed { "failClosed" } else { "admitted" }), "{}", d.problem);
+        }
+    }
+    let tls = outage(&r, &Failure::Unreachable { detail: "x".into(), tls: true }, false);
+    assert!(tls.fix.as_deref().is_some_and(|f| f.contains("ca:")), "{:?}", tls.fix);
+}
