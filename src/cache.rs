@@ -232,81 +232,73 @@ impl<R: Registry> CachedRegistry<R> {
     /// Dropping the returned future (a review's deadline) leaves the lookup running to fill the cache.
     pub async fn lookup(&self, reference: &Reference, credential: Option<&Credential>) -> Result<Facts, Failure> {
         let key = ResolveKey::new(reference, credential);
-        let resolved = match self.cached(&self.resolved, &self.resolving, &key).await {
-            Ok(v) => {
-                self.count(false);
-                v
-            }
-            Err(None) => {
-                self.count(true);
-                let (inner, r, c) = (self.inner.clone(), reference.clone(), credential.cloned());
-                let fill = self.bounded(async move { inner.resolve(&r, c.as_ref()).await });
-                let cache = self.resolved.clone();
-                let fill = async move {
-                    let v = fill.await;
-                    cache.insert(key, v.clone()).await;
-                    v
-                };
-                self.resolving.join_or_spawn(key, fill, lost_fill).await
-            }
-            Err(Some(running)) => {
-                self.count(true);
-                running.await
-            }
-        }?;
+        let resolved = self
+            .fill_through(
+                &self.resolved,
+                &self.resolving,
+                key,
+                |_| true,
+                || {
+                    let (inner, r, c) = (self.inner.clone(), reference.clone(), credential.cloned());
+                    self.bounded(async move { inner.resolve(&r, c.as_ref()).await })
+                },
+            )
+            .await?;
         let ckey = ContentKey {
             registry: reference.domain.clone(),
             repository: reference.path.clone(),
             digest: resolved.digest.clone(),
         };
-        let platforms = match self.cached(&self.contents, &self.fetching, &ckey).await {
-            Ok(v) => {
-                self.count(false);
-                v
-            }
-            Err(None) => {
-                self.count(true);
+        // Facts about immutable content are kept; failures to fetch it are not.
+        let keep = |v: &ContentValue| matches!(v, Ok(_) | Err(Failure::NoRunnablePlatform));
+        let platforms = self
+            .fill_through(&self.contents, &self.fetching, ckey, keep, || {
                 let (inner, r, c, digest) =
                     (self.inner.clone(), reference.clone(), credential.cloned(), resolved.digest.clone());
-                let fill = self.bounded(async move { inner.platforms(&r, &digest, c.as_ref()).await.map(Arc::new) });
-                let (cache, k) = (self.contents.clone(), ckey.clone());
-                let fill = async move {
-                    let v = fill.await;
-                    // Facts about immutable content are kept; failures to fetch it are not.
-                    if matches!(v, Ok(_) | Err(Failure::NoRunnablePlatform)) {
-                        cache.insert(k, v.clone()).await;
-                    }
-                    v
-                };
-                self.fetching.join_or_spawn(ckey, fill, lost_fill).await
-            }
-            Err(Some(running)) => {
-                self.count(true);
-                running.await
-            }
-        }?;
+                self.bounded(async move { inner.platforms(&r, &digest, c.as_ref()).await.map(Arc::new) })
+            })
+            .await?;
         Ok(Facts { digest: resolved.digest, platforms: platforms.to_vec() })
     }
 
-    /// The cached value, else the lookup running for `key` (`Err(Some)`), else neither (`Err(None)`). The cache
-    /// is read again after the running set, because a finishing lookup stores its value before it leaves it.
-    async fn cached<K, V>(
+    /// The cached value for `key`; else the lookup running for it, joined; else a new lookup (`make` builds it,
+    /// only on a miss) spawned as its own task, which stores its answer when `keep` says so. The cache is read
+    /// again after the running set, because a finishing lookup stores its value before it leaves that set.
+    async fn fill_through<K, T, F>(
         &self,
-        cache: &moka::future::Cache<K, V>,
-        fills: &Fills<K, V>,
-        key: &K,
-    ) -> Result<V, Option<Fill<V>>>
+        cache: &moka::future::Cache<K, Result<T, Failure>>,
+        fills: &Fills<K, Result<T, Failure>>,
+        key: K,
+        keep: fn(&Result<T, Failure>) -> bool,
+        make: impl FnOnce() -> F,
+    ) -> Result<T, Failure>
     where
         K: Hash + Eq + Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
+        T: Clone + Send + Sync + 'static,
+        F: Future<Output = Result<T, Failure>> + Send + 'static,
     {
-        if let Some(v) = cache.get(key).await {
-            return Ok(v);
+        if let Some(v) = cache.get(&key).await {
+            self.count(false);
+            return v;
         }
-        if let Some(running) = fills.running(key) {
-            return Err(Some(running));
+        if let Some(running) = fills.running(&key) {
+            self.count(true);
+            return running.await;
         }
-        cache.get(key).await.ok_or(None)
+        if let Some(v) = cache.get(&key).await {
+            self.count(false);
+            return v;
+        }
+        self.count(true);
+        let (op, cache, k) = (make(), cache.clone(), key.clone());
+        let fill = async move {
+            let v = op.await;
+            if keep(&v) {
+                cache.insert(k, v.clone()).await;
+            }
+            v
+        };
+        fills.join_or_spawn(key, fill, lost_fill).await
     }
 
     /// One registry operation as its own unit of work: counted as in flight, bounded by `lookupTimeout`.
