@@ -701,9 +701,9 @@ fn transport(e: &reqwest::Error, url: &Url, verbose: bool) -> Failure {
     let host = url.host_str().unwrap_or("?");
     let port = url.port_or_known_default().map(|p| format!(":{p}")).unwrap_or_default();
     if !verbose {
-        tracing::debug!(%host, error = %error_chain(e), "connection to an unconfigured registry host failed");
-        let dns = error_chain(e).contains("dns error");
-        let detail = if dns {
+        let chain = error_chain(e);
+        tracing::debug!(%host, error = %chain, "connection to an unconfigured registry host failed");
+        let detail = if chain.contains("dns error") {
             format!("the host name {host} does not resolve (DNS)")
         } else {
             format!("could not reach {host}{port} over HTTPS")
@@ -713,14 +713,8 @@ fn transport(e: &reqwest::Error, url: &Url, verbose: bool) -> Failure {
     if e.is_timeout() {
         return Failure::Unreachable { detail: format!("{host}{port} did not answer in time"), tls: false };
     }
-    // The innermost causes say what went wrong (DNS, refused, certificate); the outer ones repeat the URL.
-    let mut causes = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(c) = cur {
-        causes.push(c.to_string());
-        cur = c.source();
-    }
-    let cause = causes.last().cloned().unwrap_or_else(|| "connection failed".into());
+    // The innermost cause says what went wrong (DNS, refused, certificate); the outer ones repeat the URL.
+    let cause = causes(e).last().map_or_else(|| "connection failed".into(), |c| c.to_string());
     Failure::Unreachable { detail: format!("cannot connect to {host}{port}: {cause}"), tls: is_tls_failure(e) }
 }
 
@@ -742,16 +736,14 @@ fn is_tls_failure(e: &reqwest::Error) -> bool {
     false
 }
 
+/// The errors under `e`, outermost first.
+fn causes(e: &reqwest::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(e), |c| c.source())
+}
+
 /// Every message in an error's source chain, for logs.
 fn error_chain(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cur = c.source();
-    }
-    out
+    causes(e).fold(e.to_string(), |out, c| format!("{out}: {c}"))
 }
 
 #[cfg(test)]
