@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::CachedRegistry;
-use crate::cluster::{ClusterView, pod_credentials};
+use crate::cluster::{ClusterView, SecretProblem, pod_credentials};
 use crate::contract::{ContainerResult, CredentialRef};
 use crate::credentials::{Candidate, Keyring};
 use crate::platform::Platform;
@@ -98,8 +98,10 @@ impl<R: Registry> Engine<R> {
                 cluster_platforms: cluster.to_vec(),
             };
             let object = w.object.clone();
+            // The kubelet fails such a pod before any pull: nothing to look up.
+            let pod_fails = eval.secret_problems.iter().any(SecretProblem::fails_every_pull);
             async move {
-                if let (Ok(r), false) = (&eval.reference, eval.pull_policy_never) {
+                if let (Ok(r), false, false) = (&eval.reference, eval.pull_policy_never, pod_fails) {
                     eval.lookup = self.lookup(r, &candidates, deadline).await;
                 }
                 let d = policy::decide(&eval, &policy);
@@ -109,8 +111,10 @@ impl<R: Registry> Engine<R> {
         futures_util::future::join_all(futures).await
     }
 
-    /// Walks the candidates in kubelet order, then anonymous, under the deadline. When time runs out, the
-    /// credentials refused so far are still reported, and the lookup under way goes on filling the cache.
+    /// Walks the candidates as the kubelet does (`kuberuntime_image.go` PullImage): with no matching credential,
+    /// one anonymous pull; otherwise every matching credential in order, on any failure, and never anonymous
+    /// after them. Under the deadline: when time runs out, the credentials refused so far are still reported,
+    /// and the lookup under way goes on filling the cache.
     pub async fn lookup(
         &self,
         r: &Reference,
@@ -132,18 +136,30 @@ impl<R: Registry> Engine<R> {
             let timed_out = Failure::TimedOut { waited: budget, limit };
             tokio::time::timeout_at(end, registry.lookup(r, credential)).await.unwrap_or(Err(timed_out))
         };
+        if candidates.is_empty() {
+            return match attempt(None).await {
+                Ok(facts) => LookupOutcome::Found { facts, used: None, rejected: vec![] },
+                Err(failure) => LookupOutcome::Failed { failure, rejected: vec![] },
+            };
+        }
         let mut rejected = Vec::new();
+        // What ends the walk when no credential works: the first answer about the image itself (a 404 seen
+        // with one identity), else the last refusal.
+        let mut other: Option<Failure> = None;
         for (i, c) in candidates.iter().enumerate() {
             match attempt(Some(&c.credential)).await {
                 Ok(facts) => return LookupOutcome::Found { facts, used: Some(i), rejected },
                 Err(f) if f.is_auth() => rejected.push((i, f)),
-                Err(failure) => return LookupOutcome::Failed { failure, rejected },
+                // No time is left for the next credential.
+                Err(f @ Failure::TimedOut { .. }) => return LookupOutcome::Failed { failure: f, rejected },
+                Err(f) => _ = other.get_or_insert(f),
             }
         }
-        match attempt(None).await {
-            Ok(facts) => LookupOutcome::Found { facts, used: None, rejected },
-            Err(failure) => LookupOutcome::Failed { failure, rejected },
-        }
+        let failure = match other {
+            Some(f) => f,
+            None => rejected.last().map(|(_, f)| f.clone()).expect("candidates is not empty and none succeeded"),
+        };
+        LookupOutcome::Failed { failure, rejected }
     }
 }
 

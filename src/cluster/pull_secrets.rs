@@ -4,15 +4,36 @@
 use std::collections::HashSet;
 
 use super::ClusterView;
-use crate::credentials::{Keyring, Source};
+use crate::credentials::{Keyring, Source, Unusable};
 use crate::workload::PodSpec;
 
 /// A problem with one referenced pull secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretProblem {
-    NotFound { name: String },
-    InOtherNamespace { name: String, namespaces: Vec<String> },
-    Invalid { name: String, detail: String },
+    NotFound {
+        name: String,
+    },
+    InOtherNamespace {
+        name: String,
+        namespaces: Vec<String>,
+    },
+    /// The kubelet skips it; pulls go on without it.
+    Invalid {
+        name: String,
+        detail: String,
+    },
+    /// The kubelet fails every pull of the pod while the pod lists it.
+    Malformed {
+        name: String,
+        detail: String,
+    },
+}
+
+impl SecretProblem {
+    /// True when the kubelet would fail every image of the pod because of it.
+    pub fn fails_every_pull(&self) -> bool {
+        matches!(self, SecretProblem::Malformed { .. })
+    }
 }
 
 /// The pod's own keyring and what was wrong with the secrets it names.
@@ -69,7 +90,8 @@ pub fn pod_credentials(spec: &PodSpec, namespace: &str, view: &dyn ClusterView) 
         match view.secret(namespace, &name) {
             Some(secret) => match secret.docker_config() {
                 Ok(cfg) => out.keyring.add(&Source::Secret { namespace: namespace.into(), name }, &cfg),
-                Err(detail) => out.problems.push(SecretProblem::Invalid { name, detail }),
+                Err(Unusable::Skipped(detail)) => out.problems.push(SecretProblem::Invalid { name, detail }),
+                Err(Unusable::Malformed(detail)) => out.problems.push(SecretProblem::Malformed { name, detail }),
             },
             None => {
                 let elsewhere = view.secret_elsewhere(namespace, &name);

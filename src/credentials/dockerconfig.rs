@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
+use base64::engine::general_purpose::{STANDARD as B64, STANDARD_NO_PAD as B64_RAW};
 use serde::Deserialize;
 
 use super::Credential;
@@ -57,7 +57,11 @@ impl DockerConfig {
         for (key, e) in entries {
             let (mut username, mut password) = (e.username.unwrap_or_default(), e.password.unwrap_or_default());
             if let Some(auth) = e.auth.filter(|a| !a.is_empty()) {
-                let decoded = B64.decode(auth.trim()).ok().and_then(|b| String::from_utf8(b).ok());
+                // The kubelet decodes padded base64 when the field ends in '=', unpadded otherwise
+                // (credentialprovider/config.go, decodeDockerConfigFieldAuth).
+                let auth = auth.trim();
+                let decoded = if auth.ends_with('=') { B64.decode(auth) } else { B64_RAW.decode(auth) };
+                let decoded = decoded.ok().and_then(|b| String::from_utf8(b).ok());
                 let (u, p) = decoded
                     .as_deref()
                     .and_then(|d| d.split_once(':'))
@@ -105,25 +109,42 @@ impl fmt::Debug for SecretData {
 pub const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
 pub const DOCKER_CFG: &str = "kubernetes.io/dockercfg";
 
+/// Why a pull secret gives no credentials, and what the kubelet then does with the pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unusable {
+    /// The kubelet skips it (wrong type, no dockerconfig key): pulls go on without it.
+    Skipped(String),
+    /// Its dockerconfig is not JSON or an `auth` field does not decode: the kubelet's
+    /// `secret.MakeDockerKeyring` returns that error before any pull, so every image of the pod fails.
+    Malformed(String),
+}
+
 impl SecretData {
-    /// Reads the dockerconfig inside a pull secret, or says why it cannot be used.
-    pub fn docker_config(&self) -> Result<DockerConfig, String> {
+    /// Reads the dockerconfig inside a pull secret, or says why it cannot be used. The split follows the
+    /// kubelet's `secretsToTrackedDockerConfigs`: only a secret of the right type with a non-empty dockerconfig
+    /// key is parsed, and only a parse error fails the pod.
+    pub fn docker_config(&self) -> Result<DockerConfig, Unusable> {
         if let Some(why) = &self.unreadable {
-            return Err(why.clone());
+            // Only a manifest can hold this (the API server rejects such a Secret), so it never reaches a node.
+            return Err(Unusable::Skipped(why.clone()));
         }
         type Parse = fn(&[u8]) -> Result<DockerConfig, ConfigError>;
         let (key, parse): (&str, Parse) = match self.type_.as_str() {
             DOCKER_CONFIG_JSON => (".dockerconfigjson", DockerConfig::from_config_json),
             DOCKER_CFG => (".dockercfg", DockerConfig::from_dockercfg),
             other => {
-                return Err(format!(
+                return Err(Unusable::Skipped(format!(
                     "its type is {other:?}; pull secrets must be {DOCKER_CONFIG_JSON} or {DOCKER_CFG} \
                      (create it with `kubectl create secret docker-registry`)"
-                ));
+                )));
             }
         };
-        let bytes = self.data.get(key).ok_or_else(|| format!("it has no data key {key}"))?;
-        parse(bytes).map_err(|e| format!("data key {key}: {e}"))
+        let bytes = self
+            .data
+            .get(key)
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| Unusable::Skipped(format!("it has no data key {key}")))?;
+        parse(bytes).map_err(|e| Unusable::Malformed(format!("data key {key}: {e}")))
     }
 }
 
@@ -140,6 +161,20 @@ mod tests {
         assert_eq!(c.0[1].1.username, "bob");
         let legacy = format!(r#"{{"r.io":{{"auth":"{auth}","email":"a@b"}}}}"#);
         assert_eq!(DockerConfig::from_dockercfg(legacy.as_bytes()).unwrap().0[0].1.username, "alice");
+    }
+
+    /// credentialprovider/config.go `decodeDockerConfigFieldAuth`: padded base64 when the field ends in `=`,
+    /// unpadded otherwise; the first `:` splits user from password.
+    #[test]
+    fn auth_decodes_like_the_kubelet() {
+        let entry = |auth: &str| format!(r#"{{"auths":{{"r.io":{{"auth":"{auth}"}}}}}}"#);
+        let parse = |auth: &str| DockerConfig::from_config_json(entry(auth).as_bytes()).map(|c| c.0[0].1.clone());
+        let alice = Credential { username: "alice".into(), password: "alice-password".into() };
+        assert_eq!(parse("YWxpY2U6YWxpY2UtcGFzc3dvcmQ=").unwrap(), alice, "padded");
+        assert_eq!(parse("YWxpY2U6YWxpY2UtcGFzc3dvcmQ").unwrap(), alice, "unpadded");
+        let colon = parse(&B64.encode("u:p:q")).unwrap();
+        assert_eq!((colon.username.as_str(), colon.password.as_str()), ("u", "p:q"));
+        assert!(parse("YWxpY2U6YWxpY2UtcGFzc3dvcmQ==").is_err(), "wrong padding");
     }
 
     #[test]

@@ -7,7 +7,22 @@ use super::{Candidate, Credential, DockerConfig, Source};
 /// A kubelet `BasicDockerKeyring`: entries grouped by normalized key, keys reverse-sorted.
 #[derive(Clone, Debug, Default)]
 pub struct Keyring {
-    entries: BTreeMap<String, Vec<(Source, Credential)>>,
+    entries: BTreeMap<String, Vec<Entry>>,
+}
+
+/// One dockerconfig entry under its normalized key.
+#[derive(Clone, Debug)]
+struct Entry {
+    source: Source,
+    /// The key as the secret writes it (`https://index.docker.io/v1/`), which is what users search for.
+    written: String,
+    credential: Credential,
+}
+
+impl Entry {
+    fn candidate(&self) -> Candidate {
+        Candidate { source: self.source.clone(), key: self.written.clone(), credential: self.credential.clone() }
+    }
 }
 
 const DEFAULT_REGISTRY_HOST: &str = "index.docker.io";
@@ -17,7 +32,8 @@ impl Keyring {
     pub fn add(&mut self, source: &Source, config: &DockerConfig) {
         for (loc, cred) in &config.0 {
             if let Some(key) = normalize_key(loc) {
-                self.entries.entry(key).or_default().push((source.clone(), cred.clone()));
+                let entry = Entry { source: source.clone(), written: loc.clone(), credential: cred.clone() };
+                self.entries.entry(key).or_default().push(entry);
             }
         }
     }
@@ -25,29 +41,22 @@ impl Keyring {
     /// Every credential matching `repository` (`domain/path`), most specific key first.
     pub fn lookup(&self, repository: &str) -> Vec<Candidate> {
         let mut out = Vec::new();
-        for (key, creds) in self.entries.iter().rev() {
+        for (key, entries) in self.entries.iter().rev() {
             if urls_match(key, repository) {
-                out.extend(creds.iter().map(|(source, credential)| Candidate {
-                    source: source.clone(),
-                    key: key.clone(),
-                    credential: credential.clone(),
-                }));
+                out.extend(entries.iter().map(Entry::candidate));
             }
         }
         if out.is_empty() && is_default_registry_match(repository) {
-            if let Some(creds) = self.entries.get(DEFAULT_REGISTRY_HOST) {
-                out.extend(creds.iter().map(|(source, credential)| Candidate {
-                    source: source.clone(),
-                    key: DEFAULT_REGISTRY_HOST.to_string(),
-                    credential: credential.clone(),
-                }));
+            if let Some(entries) = self.entries.get(DEFAULT_REGISTRY_HOST) {
+                out.extend(entries.iter().map(Entry::candidate));
             }
         }
         out
     }
 }
 
-/// Strips the scheme and a `/v1/` or `/v2/` path, as the kubelet's `BasicDockerKeyring.Add` does.
+/// Strips the scheme and a `/v1/` or `/v2/` path, as the kubelet's `BasicDockerKeyring.Add` does. The host keeps
+/// its case, as Go's `url.Parse` keeps it.
 fn normalize_key(loc: &str) -> Option<String> {
     let rest = loc.strip_prefix("https://").or_else(|| loc.strip_prefix("http://")).unwrap_or(loc);
     let (host, path) = match rest.find('/') {
@@ -58,8 +67,7 @@ fn normalize_key(loc: &str) -> Option<String> {
         return None;
     }
     let path = if path.starts_with("/v2/") || path.starts_with("/v1/") { &path[3..] } else { path };
-    let host = host.to_ascii_lowercase();
-    Some(if path.is_empty() || path == "/" { host } else { format!("{host}{path}") })
+    Some(if path.is_empty() || path == "/" { host.to_string() } else { format!("{host}{path}") })
 }
 
 fn is_default_registry_match(image: &str) -> bool {
@@ -74,30 +82,45 @@ fn is_default_registry_match(image: &str) -> bool {
     }
 }
 
-/// The kubelet's `URLsMatch`: same port, same number of host labels, each label a glob match, and the
-/// key's path a prefix of the image's path.
+/// The kubelet's `URLsMatch`: same port, same number of host labels, each label a glob match (case-sensitive,
+/// as `filepath.Match` is), and the key's path a prefix of the image's path.
 fn urls_match(glob: &str, target: &str) -> bool {
-    let split = |s: &str| -> (String, String) {
-        match s.find('/') {
-            Some(i) => (s[..i].to_ascii_lowercase(), s[i..].to_string()),
-            None => (s.to_ascii_lowercase(), String::new()),
-        }
-    };
+    fn split(s: &str) -> (&str, &str) {
+        s.find('/').map_or((s, ""), |i| s.split_at(i))
+    }
     let (glob_host, glob_path) = split(glob);
     let (target_host, target_path) = split(target);
-    let host_port = |h: &str| -> (String, String) {
-        match h.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || h.starts_with('[') => (host.to_string(), port.to_string()),
-            _ => (h.to_string(), String::new()),
-        }
-    };
-    let (gh, gp) = host_port(&glob_host);
-    let (th, tp) = host_port(&target_host);
-    if gp != tp || !target_path.starts_with(&glob_path) {
+    let (gh, gp) = split_host_port(glob_host);
+    let (th, tp) = split_host_port(target_host);
+    if gp != tp || !target_path.starts_with(glob_path) {
         return false;
     }
     let (gl, tl): (Vec<&str>, Vec<&str>) = (gh.split('.').collect(), th.split('.').collect());
     gl.len() == tl.len() && gl.iter().zip(&tl).all(|(g, t)| glob_match(g.as_bytes(), t.as_bytes()))
+}
+
+/// Go's `net.SplitHostPort`, with the kubelet's fallback (`SplitURL`): when it fails, the whole string is the
+/// host and the port is empty. `[::1]:5000` is (`::1`, `5000`); `[::1]` has no port, so it stays whole.
+fn split_host_port(hostport: &str) -> (&str, &str) {
+    let whole = (hostport, "");
+    let Some(i) = hostport.rfind(':') else { return whole };
+    let (host, inner_from, outer_from) = if hostport.starts_with('[') {
+        let Some(end) = hostport.find(']') else { return whole };
+        if end + 1 != i {
+            return whole;
+        }
+        (&hostport[1..end], 1, end + 1)
+    } else {
+        let host = &hostport[..i];
+        if host.contains(':') {
+            return whole;
+        }
+        (host, 0, 0)
+    };
+    if hostport[inner_from..].contains('[') || hostport[outer_from..].contains(']') {
+        return whole;
+    }
+    (host, &hostport[i + 1..])
 }
 
 /// Go's `filepath.Match` for one host label, ported from path/filepath/match.go (Go 1.16+): `*`, `?`, `[...]`
@@ -322,6 +345,47 @@ mod tests {
         for (image, want) in cases {
             assert_eq!(users(&k, image), *want, "image {image}");
         }
+    }
+
+    /// The kubelet keys entries by Go's `url.Parse(...).Host`, which keeps the case as written, and matches labels
+    /// with `filepath.Match`, which is case-sensitive (credentialprovider/keyring.go `Add`, `URLsMatch`); it
+    /// splits host and port with `net.SplitHostPort`, so bracketed IPv6 keys match only the same port.
+    #[test]
+    fn hosts_compare_case_sensitively_and_ipv6_keys_match() {
+        let mut k = Keyring::default();
+        k.add(
+            &Source::Node,
+            &cfg(&[
+                ("Registry.Example.com", "upper"),
+                ("registry.example.com", "lower"),
+                ("[::1]:5000", "v6port"),
+                ("https://[fd00::5]/v2/", "v6"),
+            ]),
+        );
+        let cases: &[(&str, &[&str])] = &[
+            ("registry.example.com/app", &["lower"]),
+            ("Registry.Example.com/app", &["upper"]),
+            ("[::1]:5000/app", &["v6port"]),
+            ("[::1]:5001/app", &[]),
+            ("[::1]/app", &[]),
+            // Without a port, SplitHostPort fails and the host stays `[fd00::5]`, which filepath.Match reads as
+            // a one-character class: the kubelet never matches a portless bracketed key, and neither do we.
+            ("[fd00::5]/team/app", &[]),
+            ("[fd00::5]:443/team/app", &[]),
+        ];
+        for (image, want) in cases {
+            assert_eq!(users(&k, image), *want, "image {image}");
+        }
+    }
+
+    /// Users look for the key as they wrote it in the secret; matching uses the normalized form.
+    #[test]
+    fn candidates_carry_the_key_as_written() {
+        let mut k = Keyring::default();
+        k.add(&Source::Node, &cfg(&[("https://index.docker.io/v1/", "hub"), ("http://r.example.com", "r")]));
+        let keys = |image: &str| k.lookup(image).into_iter().map(|c| c.key).collect::<Vec<_>>();
+        assert_eq!(keys("docker.io/library/nginx"), ["https://index.docker.io/v1/"]);
+        assert_eq!(keys("r.example.com/app"), ["http://r.example.com"]);
     }
 
     #[test]

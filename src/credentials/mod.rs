@@ -11,7 +11,7 @@ mod keyring;
 
 use std::fmt;
 
-pub use dockerconfig::{ConfigError, DOCKER_CFG, DOCKER_CONFIG_JSON, DockerConfig, SecretData};
+pub use dockerconfig::{ConfigError, DOCKER_CFG, DOCKER_CONFIG_JSON, DockerConfig, SecretData, Unusable};
 pub use keyring::Keyring;
 
 /// A username and password (or token) for one registry. Never printed.
@@ -63,7 +63,7 @@ impl Source {
 #[derive(Clone, Debug)]
 pub struct Candidate {
     pub source: Source,
-    /// The dockerconfig key that matched, scheme and `/v1/` stripped.
+    /// The dockerconfig key that matched, as the secret writes it (matching used its normalized form).
     pub key: String,
     pub credential: Credential,
 }

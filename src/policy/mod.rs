@@ -260,13 +260,22 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
             None,
         );
     }
+    if let Some(p) = e.secret_problems.iter().find(|p| p.fails_every_pull()) {
+        let (reason, what, fix) = secret_problem_text(p, &e.namespace, e.service_account.as_deref());
+        return decision(
+            Verdict::Deny,
+            reason,
+            format!("{what}; the kubelet fails every image pull of a pod that lists it, {r} included."),
+            Some(format!("{fix}.")),
+        );
+    }
     match &e.lookup {
         LookupOutcome::NotDone => match secret_decision(e, Verdict::Warn, "") {
             Some(d) => d,
             None => decision(Verdict::Skip, Reason::NotChecked, format!("{r} was not looked up (offline)."), None),
         },
         LookupOutcome::Failed { failure, rejected } => failed(e, r, failure, rejected, settings),
-        LookupOutcome::Found { facts, used, rejected } => found(e, r, facts, *used, rejected),
+        LookupOutcome::Found { facts, used, .. } => found(e, r, facts, *used),
     }
 }
 
@@ -496,18 +505,8 @@ fn outage(r: &Reference, failure: &Failure, fail_closed: bool) -> Decision {
 }
 
 /// The image resolved: the platforms, then the credentials that were refused on the way, then secret problems.
-fn found(e: &Evaluation, r: &Reference, facts: &Facts, used: Option<usize>, rejected: &[(usize, Failure)]) -> Decision {
+fn found(e: &Evaluation, r: &Reference, facts: &Facts, used: Option<usize>) -> Decision {
     if let Some(d) = platform_decision(e, r, facts) {
-        return d;
-    }
-    if used.is_none() && !rejected.is_empty() {
-        let mut d = credentials_rejected(e, r, &rejected[0].1, rejected);
-        d.verdict = Verdict::Warn;
-        d.notes.push(
-            "The image is pullable anonymously, but the kubelet does not fall back to an anonymous pull when \
-             a matching credential fails."
-                .into(),
-        );
         return d;
     }
     if let Some(d) = secret_decision(e, Verdict::Warn, "; the image is pullable without it") {
@@ -672,7 +671,7 @@ fn secret_problem_text(p: &SecretProblem, ns: &str, sa: Option<&str>) -> (Reason
                 namespaces[0]
             ),
         ),
-        SecretProblem::Invalid { name, detail } => (
+        SecretProblem::Invalid { name, detail } | SecretProblem::Malformed { name, detail } => (
             Reason::SecretInvalid,
             format!("imagePullSecret {name:?}{via} in namespace {ns} cannot be used: {detail}"),
             format!("recreate it with kubectl create secret docker-registry {name} -n {ns}"),

@@ -233,20 +233,19 @@ fn secret_problems_deny_only_when_the_image_needs_them() {
     assert_eq!(decide(&offline, &PolicySettings::default()).reason, Reason::SecretInvalid);
 }
 
+/// The kubelet's `secret.MakeDockerKeyring` fails on a listed secret whose dockerconfig does not parse, before any
+/// pull: every container of the pod is denied, public images too; a secret it merely skips (wrong type) is not.
 #[test]
-fn anonymous_success_after_rejected_credentials_warns() {
-    let mut e = eval(
-        "r.io/public",
-        LookupOutcome::Found {
-            facts: Facts { digest: "sha256:a".into(), platforms: vec![] },
-            used: None,
-            rejected: vec![(0, Failure::CredentialsRejected { detail: String::new() })],
-        },
-    );
-    e.candidates = vec![candidate()];
+fn malformed_secret_fails_every_container_skipped_one_does_not() {
+    let mut e = eval("nginx", found(&["linux/amd64"]));
+    e.secret_problems = vec![SecretProblem::Malformed { name: "regcred".into(), detail: "not JSON".into() }];
     let d = decide(&e, &PolicySettings::default());
-    assert_eq!((d.verdict, d.reason), (Verdict::Warn, Reason::CredentialsRejected));
-    assert!(d.message().contains("secret production/regcred"), "{}", d.message());
+    assert_eq!((d.verdict, d.reason), (Verdict::Deny, Reason::SecretInvalid), "{}", d.message());
+    assert!(d.message().contains("every image pull"), "{}", d.message());
+    let warn = PolicySettings { mode: Mode::Warn, ..Default::default() };
+    assert_eq!(decide(&e, &warn).verdict, Verdict::Warn);
+    e.secret_problems = vec![SecretProblem::Invalid { name: "regcred".into(), detail: "Opaque".into() }];
+    assert_eq!(decide(&e, &PolicySettings::default()).verdict, Verdict::Warn);
 }
 
 /// Policy gets `CandidateInfo`, which has no credential, so no message can carry a password by construction (it

@@ -42,6 +42,9 @@ async fn every_cause_gets_its_reason() {
         ("tokens-no-access", "private", Deny, CredentialsRejected),
         ("tokens-wrong-password", "private", Deny, CredentialsRejected),
         ("tokens-anonymous", "private", Deny, CredentialsMissing),
+        ("tokens-wrong-password", "public", Deny, CredentialsRejected),
+        ("unpadded-auth", "private", Allow, Ok),
+        ("malformed-secret", "public", Deny, SecretInvalid),
     ];
     let mut failures = vec![];
     for (obj, container, verdict, reason) in table {
@@ -68,6 +71,11 @@ async fn every_cause_gets_its_reason() {
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "the attestation entry is not a platform");
     assert_eq!(web.credentials.len(), 0);
     assert_eq!(web.credential_used, None);
+
+    // The key as the secret writes it, so the user can find it there.
+    let wrong = result(&results, "tokens-wrong-password", "public");
+    assert_eq!(wrong.credentials[0].key, "https://ghcr.io");
+    assert!(wrong.message.contains("key https://ghcr.io"), "{}", wrong.message);
 
     let migrate = result(&results, "api", "migrate");
     assert_eq!(migrate.container_type, ContainerType::InitContainer);

@@ -21,7 +21,7 @@ async fn json_contract_and_exit_codes() {
     assert_eq!(s["containers"].as_u64().unwrap() as usize, results.len());
     let sum: u64 = ["allow", "warn", "deny", "skip"].iter().map(|k| s[k].as_u64().unwrap()).sum();
     assert_eq!(sum as usize, results.len());
-    assert_eq!(s["objects"], 13);
+    assert_eq!(s["objects"], 15);
     let r = results.iter().find(|r| r["container"] == "unpushed-version").unwrap();
     for key in [
         "object",
@@ -47,7 +47,7 @@ async fn json_contract_and_exit_codes() {
     assert_eq!(r["object"]["namespace"], "production");
     assert_eq!(r["object"]["apiVersion"], "apps/v1");
     assert!(r["object"]["file"].as_str().unwrap().ends_with("causes.yaml"));
-    assert_eq!(r["object"]["document"], 9);
+    assert_eq!(r["object"]["document"], 11);
     assert_eq!(r["reference"], "registry.example.com/team/myapp:v2.3.1");
     assert_eq!(r["verdict"], "deny");
     assert_eq!(r["reason"], "TagNotFound");

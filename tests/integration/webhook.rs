@@ -148,7 +148,7 @@ async fn check_and_serve_agree_on_the_shared_fixtures() {
         assert_eq!(r["allowed"], !check_denies, "{name}");
         compared += 1;
     }
-    assert_eq!(compared, 13);
+    assert_eq!(compared, 15);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -85,6 +85,13 @@ impl Env {
         if let Some(g) = &self.ghcr {
             cfg.push_str(&format!("  ghcr.io:\n    endpoint: {}\n", g.url()));
         }
+        // The fixtures name these registries whether or not this test started them: a name not started here
+        // goes to a loopback port where nothing listens, never to a real DNS lookup (the network rule).
+        for (name, started) in [("registry.example.com", self.private.is_some()), ("ghcr.io", self.ghcr.is_some())] {
+            if !started {
+                cfg.push_str(&format!("  {name}:\n    endpoint: https://127.0.0.1:{CLOSED_PORT}\n"));
+            }
+        }
         cfg.push_str(extra);
         let path = self.dir.path().join(format!("pullguard-{}.yaml", fastrand_suffix()));
         std::fs::write(&path, cfg).unwrap();
@@ -96,6 +103,9 @@ impl Env {
         engine_from(&self.config(extra))
     }
 }
+
+/// A loopback port nothing listens on (the discard service is not run here): connections are refused at once.
+pub const CLOSED_PORT: u16 = 9;
 
 pub fn engine_from(config: &Path) -> Engine<RegistryClient> {
     install_crypto();
