@@ -42,3 +42,13 @@ pub struct ContainerResult {
     pub credentials: Vec<CredentialRef>,
     pub credential_used: Option<usize>,
 }
+
+impl ContainerResult {
+    /// How messages name the pull: `container "web"`, or `image volume "models"`.
+    pub fn label(&self) -> String {
+        match self.container_type {
+            ContainerType::ImageVolume => format!("image volume {:?}", self.container),
+            _ => format!("container {:?}", self.container),
+        }
+    }
+}

@@ -52,10 +52,10 @@ impl<R: Registry> Engine<R> {
         view: &dyn ClusterView,
         platforms: Option<&[Platform]>,
     ) -> Vec<ContainerResult> {
-        self.check_containers(w, view, platforms, None, &|_| true, self.settings.policy.mode).await
+        self.check_containers(w, view, platforms, None, &|_, _| true, self.settings.policy.mode).await
     }
 
-    /// Checks the containers of a workload that `select` picks (by name), each lookup bounded by
+    /// Checks the containers and image volumes of a workload that `select` picks (by type and name), each lookup bounded by
     /// `deadline` as well as the configured lookup timeout, and judged in `mode` (the webhook's is per
     /// namespace). The mode is applied here, once, by the policy.
     pub async fn check_containers(
@@ -64,7 +64,7 @@ impl<R: Registry> Engine<R> {
         view: &dyn ClusterView,
         platforms: Option<&[Platform]>,
         deadline: Option<tokio::time::Instant>,
-        select: &(dyn Fn(&str) -> bool + Sync),
+        select: &(dyn Fn(ContainerType, &str) -> bool + Sync),
         mode: Mode,
     ) -> Vec<ContainerResult> {
         let policy = PolicySettings { mode, ..self.settings.policy };
@@ -72,8 +72,8 @@ impl<R: Registry> Engine<R> {
         let creds = pod_credentials(&w.spec, ns, view);
         let cluster = platforms.unwrap_or(&self.settings.platforms);
         let allowed = w.spec.allowed_platforms(cluster);
-        let futures = w.containers().into_iter().filter(|c| select(&c.container.name)).map(|c| {
-            let image = c.container.image.clone().unwrap_or_default();
+        let futures = w.containers().into_iter().filter(|c| select(c.kind, c.name)).map(|c| {
+            let image = c.image.unwrap_or_default().to_string();
             let reference = Reference::parse(&image);
             let candidates: Vec<Candidate> = match &reference {
                 Ok(r) => {
@@ -84,7 +84,7 @@ impl<R: Registry> Engine<R> {
                 }
                 Err(_) => vec![],
             };
-            let never = c.container.image_pull_policy.as_deref() == Some("Never");
+            let never = c.pull_policy == Some("Never");
             let mut eval = Evaluation {
                 image,
                 reference,
@@ -105,7 +105,7 @@ impl<R: Registry> Engine<R> {
                     eval.lookup = self.lookup(r, &candidates, deadline).await;
                 }
                 let d = policy::decide(&eval, &policy);
-                to_result(object, c.container.name.clone(), c.kind, c.field, &eval, d)
+                to_result(object, c.name.to_string(), c.kind, c.field, &eval, d)
             }
         });
         futures_util::future::join_all(futures).await

@@ -38,6 +38,9 @@ pub struct PodSpec {
     /// Deprecated alias of `serviceAccountName`, still honoured by the API server.
     #[serde(default)]
     pub service_account: Option<String>,
+    /// Only image volumes matter here; other volume sources pull nothing.
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
     #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
     #[serde(default)]
@@ -53,6 +56,25 @@ pub struct Container {
     pub image: Option<String>,
     #[serde(default)]
     pub image_pull_policy: Option<String>,
+}
+
+/// A pod volume; only its `image` source is read.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Volume {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub image: Option<ImageVolumeSource>,
+}
+
+/// `spec.volumes[].image` (KEP-4639): an image or OCI artifact the kubelet pulls with the pod's credentials.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageVolumeSource {
+    #[serde(default)]
+    pub reference: Option<String>,
+    #[serde(default)]
+    pub pull_policy: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -96,21 +118,27 @@ pub struct Requirement {
     pub values: Vec<String>,
 }
 
-/// Where a container sits in the pod.
+/// Where a pulled image sits in the pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ContainerType {
     Container,
     InitContainer,
     EphemeralContainer,
+    /// An image volume; its name is the volume's.
+    ImageVolume,
 }
 
-/// A container with its position, in the order the pod lists them.
+/// One image the kubelet pulls for the pod — a container's or an image volume's — with its position, in the
+/// order the pod lists them.
 #[derive(Clone, Debug)]
 pub struct ContainerRef<'a> {
-    pub container: &'a Container,
+    /// The container's name, or the volume's.
+    pub name: &'a str,
+    pub image: Option<&'a str>,
+    pub pull_policy: Option<&'a str>,
     pub kind: ContainerType,
-    /// JSON path of the container's image field, e.g. `spec.template.spec.containers[0].image`.
+    /// JSON path of the image field, e.g. `spec.template.spec.containers[0].image`.
     pub field: String,
 }
 
@@ -187,23 +215,34 @@ impl Workload {
         Ok(Some(Self { object, spec, spec_path }))
     }
 
-    /// Every container, init container and ephemeral container, in that order.
+    /// Every image the kubelet pulls for the pod: containers, init containers, ephemeral containers, then image
+    /// volumes, in that order.
     pub fn containers(&self) -> Vec<ContainerRef<'_>> {
         let lists = [
             (&self.spec.containers, ContainerType::Container, "containers"),
             (&self.spec.init_containers, ContainerType::InitContainer, "initContainers"),
             (&self.spec.ephemeral_containers, ContainerType::EphemeralContainer, "ephemeralContainers"),
         ];
-        lists
-            .into_iter()
-            .flat_map(|(list, kind, field)| {
-                list.iter().enumerate().map(move |(i, container)| ContainerRef {
-                    container,
-                    kind,
-                    field: format!("{}.{field}[{i}].image", self.spec_path),
-                })
+        let containers = lists.into_iter().flat_map(|(list, kind, field)| {
+            list.iter().enumerate().map(move |(i, c)| ContainerRef {
+                name: &c.name,
+                image: c.image.as_deref(),
+                pull_policy: c.image_pull_policy.as_deref(),
+                kind,
+                field: format!("{}.{field}[{i}].image", self.spec_path),
             })
-            .collect()
+        });
+        let volumes = self.spec.volumes.iter().enumerate().filter_map(|(i, v)| {
+            let source = v.image.as_ref()?;
+            Some(ContainerRef {
+                name: &v.name,
+                image: source.reference.as_deref(),
+                pull_policy: source.pull_policy.as_deref(),
+                kind: ContainerType::ImageVolume,
+                field: format!("{}.volumes[{i}].image.reference", self.spec_path),
+            })
+        });
+        containers.chain(volumes).collect()
     }
 }
 
@@ -284,6 +323,23 @@ mod tests {
             assert_eq!(cs[0].field, field);
         }
         assert!(Workload::from_object(&json!({"kind": "ConfigMap"}), "d").unwrap().is_none());
+    }
+
+    #[test]
+    fn image_volumes_are_pulls_with_their_own_field() {
+        let obj = json!({"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec": {
+            "containers": [{"name": "a", "image": "nginx"}],
+            "volumes": [{"name": "cfg", "configMap": {"name": "x"}},
+                        {"name": "models", "image": {"reference": "r.io/models:1", "pullPolicy": "Never"}}]}}}});
+        let w = Workload::from_object(&obj, "d").unwrap().unwrap();
+        let pulls = w.containers();
+        assert_eq!(pulls.len(), 2, "a configMap volume pulls nothing");
+        let v = &pulls[1];
+        assert_eq!(
+            (v.kind, v.name, v.image, v.pull_policy),
+            (ContainerType::ImageVolume, "models", Some("r.io/models:1"), Some("Never"))
+        );
+        assert_eq!(v.field, "spec.template.spec.volumes[1].image.reference");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::engine::Engine;
 use crate::metrics::{Metrics, ReasonLabels, ReviewLabels};
 use crate::policy::{Mode, Verdict};
 use crate::registry::Registry;
-use crate::workload::Workload;
+use crate::workload::{ContainerType, Workload};
 
 /// The API server admits objects up to ~1.5 MiB; a review carries the object and the old object.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -224,7 +224,7 @@ pub async fn review_request<R: Registry>(
             return skip("unreadable pod template");
         }
     };
-    let selected: Option<HashSet<String>> = match (&request.operation, &request.old_object) {
+    let selected: Option<HashSet<(ContainerType, String)>> = match (&request.operation, &request.old_object) {
         (Operation::Update, Some(old)) => {
             let old = serde_json::to_value(old).ok().and_then(|o| Workload::from_object(&o, &namespace).ok().flatten());
             old.map(|old| changed_containers(&workload, &old))
@@ -234,7 +234,7 @@ pub async fn review_request<R: Registry>(
     if selected.as_ref().is_some_and(HashSet::is_empty) {
         return skip("no image, pull policy or pull secret changed");
     }
-    let select = |name: &str| selected.as_ref().is_none_or(|s| s.contains(name));
+    let select = |kind: ContainerType, name: &str| selected.as_ref().is_none_or(|s| s.contains(&(kind, name.into())));
     let nodes = state.cluster.node_platforms().filter(|p| !p.is_empty());
     let results = state
         .engine
@@ -257,12 +257,7 @@ fn respond(request: &AdmissionRequest<DynamicObject>, w: &Workload, results: Vec
     let warnings: Vec<String> = results
         .iter()
         .filter(|r| r.verdict == Verdict::Warn)
-        .map(|r| {
-            truncate(
-                &format!("pullguard: container {} ({}): {}: {}", r.container, r.image, r.reason, r.message),
-                MAX_WARNING,
-            )
-        })
+        .map(|r| truncate(&format!("pullguard: {} ({}): {}: {}", r.label(), r.image, r.reason, r.message), MAX_WARNING))
         .collect();
     let verdict = if !denied.is_empty() {
         "deny"
@@ -272,10 +267,8 @@ fn respond(request: &AdmissionRequest<DynamicObject>, w: &Workload, results: Vec
         "allow"
     };
     if !denied.is_empty() {
-        let items: Vec<String> = denied
-            .iter()
-            .map(|r| format!("container {:?} ({}): {}: {}", r.container, r.image, r.reason, r.message))
-            .collect();
+        let items: Vec<String> =
+            denied.iter().map(|r| format!("{} ({}): {}: {}", r.label(), r.image, r.reason, r.message)).collect();
         let n = items.len();
         let message = format!(
             "pullguard: {} {}/{} would fail to pull {n} image{}: {}",
@@ -324,25 +317,18 @@ fn is_controlled_pod(obj: &Value) -> bool {
         })
 }
 
-/// Containers whose image or pull policy changed, or every container when the pull secrets or the
+/// Containers and image volumes whose image or pull policy changed, or all of them when the pull secrets or the
 /// ServiceAccount changed. Unrelated edits select nothing.
-pub fn changed_containers(new: &Workload, old: &Workload) -> HashSet<String> {
+pub fn changed_containers(new: &Workload, old: &Workload) -> HashSet<(ContainerType, String)> {
     let secrets = |w: &Workload| w.spec.image_pull_secrets.iter().map(|s| s.name.clone()).collect::<BTreeSet<_>>();
     let all = secrets(new) != secrets(old) || new.spec.service_account() != old.spec.service_account();
-    let old_by_name: HashMap<(String, crate::workload::ContainerType), (Option<String>, Option<String>)> = old
-        .containers()
-        .into_iter()
-        .map(|c| {
-            ((c.container.name.clone(), c.kind), (c.container.image.clone(), c.container.image_pull_policy.clone()))
-        })
-        .collect();
+    let old_containers = old.containers();
+    let old_by_name: HashMap<_, _> =
+        old_containers.iter().map(|c| ((c.kind, c.name), (c.image, c.pull_policy))).collect();
     new.containers()
         .into_iter()
-        .filter(|c| {
-            all || old_by_name.get(&(c.container.name.clone(), c.kind))
-                != Some(&(c.container.image.clone(), c.container.image_pull_policy.clone()))
-        })
-        .map(|c| c.container.name.clone())
+        .filter(|c| all || old_by_name.get(&(c.kind, c.name)) != Some(&(c.image, c.pull_policy)))
+        .map(|c| (c.kind, c.name.to_string()))
         .collect()
 }
 
@@ -408,7 +394,7 @@ mod tests {
     #[test]
     fn update_selects_only_what_changed() {
         let old = deployment(&[("a", "nginx:1"), ("b", "redis:7")], &["s"], 1);
-        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
+        let set = |v: &[&str]| v.iter().map(|s| (ContainerType::Container, s.to_string())).collect::<HashSet<_>>();
         assert!(
             changed_containers(&deployment(&[("a", "nginx:1"), ("b", "redis:7")], &["s"], 5), &old).is_empty(),
             "replicas only"
@@ -424,6 +410,23 @@ mod tests {
         assert_eq!(
             changed_containers(&deployment(&[("a", "nginx:1"), ("b", "redis:7"), ("c", "x")], &["s"], 1), &old),
             set(&["c"])
+        );
+    }
+
+    /// An image volume is a pull of its own: a changed reference selects the volume, not the container that
+    /// happens to share its name.
+    #[test]
+    fn update_selects_changed_image_volumes() {
+        let pod = |reference: &str| {
+            let obj = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {
+                "containers": [{"name": "data", "image": "nginx:1"}],
+                "volumes": [{"name": "data", "image": {"reference": reference}}, {"name": "tmp", "emptyDir": {}}]}});
+            Workload::from_object(&obj, "ns").unwrap().unwrap()
+        };
+        assert!(changed_containers(&pod("models:1"), &pod("models:1")).is_empty());
+        assert_eq!(
+            changed_containers(&pod("models:2"), &pod("models:1")),
+            HashSet::from([(ContainerType::ImageVolume, "data".to_string())])
         );
     }
 

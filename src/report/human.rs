@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use super::{Report, location};
 use crate::policy::Verdict;
+use crate::workload::ContainerType;
 
 pub fn render(report: &Report, color: bool) -> String {
     let paint = |code: &str, s: &str| {
@@ -40,7 +41,10 @@ pub fn render(report: &Report, color: bool) -> String {
                 out,
                 "  {} {} {} {}",
                 badge(r.verdict, &paint),
-                r.container,
+                match r.container_type {
+                    ContainerType::ImageVolume => format!("volume {}", r.container),
+                    _ => r.container.clone(),
+                },
                 paint("2", &format!("[{}]", r.image)),
                 r.reason
             );

@@ -16,7 +16,7 @@ pub fn render(report: &Report) -> String {
             json!({
                 "ruleId": r.reason.to_string(),
                 "level": if r.verdict == Verdict::Deny { "error" } else { "warning" },
-                "message": {"text": format!("{}/{} container {} ({}): {}", r.object.kind, r.object.name, r.container, r.image, r.message)},
+                "message": {"text": format!("{}/{} {} ({}): {}", r.object.kind, r.object.name, r.label(), r.image, r.message)},
                 "locations": [{"physicalLocation": {"artifactLocation": {"uri": r.object.file.clone().unwrap_or_default()}},
                                "logicalLocations": [{"fullyQualifiedName": format!("{}/{}/{}.{}", r.object.namespace, r.object.kind, r.object.name, r.field)}]}],
                 "properties": {"image": r.image, "reference": r.reference, "suggestions": r.suggestions,

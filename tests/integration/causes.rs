@@ -45,6 +45,10 @@ async fn every_cause_gets_its_reason() {
         ("tokens-wrong-password", "public", Deny, CredentialsRejected),
         ("unpadded-auth", "private", Allow, Ok),
         ("malformed-secret", "public", Deny, SecretInvalid),
+        ("image-volumes", "web", Allow, Ok),
+        ("image-volumes", "models", Deny, TagNotFound),
+        ("image-volumes", "tools", Allow, Ok),
+        ("image-volumes", "cached", Skip, PullPolicyNever),
     ];
     let mut failures = vec![];
     for (obj, container, verdict, reason) in table {
@@ -76,6 +80,12 @@ async fn every_cause_gets_its_reason() {
     let wrong = result(&results, "tokens-wrong-password", "public");
     assert_eq!(wrong.credentials[0].key, "https://ghcr.io");
     assert!(wrong.message.contains("key https://ghcr.io"), "{}", wrong.message);
+
+    let models = result(&results, "image-volumes", "models");
+    assert_eq!(models.container_type, ContainerType::ImageVolume);
+    assert_eq!(models.field, "spec.volumes[1].image.reference");
+    assert_eq!(result(&results, "image-volumes", "tools").credential_used, Some(0));
+    assert!(!results.iter().any(|r| r.container == "scratch"), "an emptyDir pulls nothing");
 
     let migrate = result(&results, "api", "migrate");
     assert_eq!(migrate.container_type, ContainerType::InitContainer);

@@ -21,7 +21,7 @@ async fn json_contract_and_exit_codes() {
     assert_eq!(s["containers"].as_u64().unwrap() as usize, results.len());
     let sum: u64 = ["allow", "warn", "deny", "skip"].iter().map(|k| s[k].as_u64().unwrap()).sum();
     assert_eq!(sum as usize, results.len());
-    assert_eq!(s["objects"], 15);
+    assert_eq!(s["objects"], 16);
     let r = results.iter().find(|r| r["container"] == "unpushed-version").unwrap();
     for key in [
         "object",

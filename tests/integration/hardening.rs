@@ -78,7 +78,7 @@ impl Setup {
     async fn check_by(&self, pod: &Value, deadline: Instant) -> ContainerResult {
         let w = Workload::from_object(pod, "default").unwrap().unwrap();
         let deadline = tokio::time::Instant::from_std(deadline);
-        self.engine.check_containers(&w, &self.snap, None, Some(deadline), &|_| true, Mode::Enforce).await.remove(0)
+        self.engine.check_containers(&w, &self.snap, None, Some(deadline), &|_, _| true, Mode::Enforce).await.remove(0)
     }
 }
 
