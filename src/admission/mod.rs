@@ -20,11 +20,11 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::cluster::ClusterState;
+use crate::cluster::{ClusterState, Confirm, ConfirmedView};
 use crate::contract::ContainerResult;
 use crate::engine::Engine;
 use crate::metrics::{Metrics, ReasonLabels, ReviewLabels};
-use crate::policy::{Mode, Verdict};
+use crate::policy::{Mode, Reason, Verdict};
 use crate::registry::Registry;
 use crate::workload::{ContainerType, Workload};
 
@@ -203,11 +203,9 @@ pub async fn review_request<R: Registry>(
     if state.settings.exempt_namespaces.contains(&namespace) {
         return skip("exempt namespace");
     }
-    let mode = match state.cluster.namespace_mode(&namespace).as_deref() {
-        Some("off") => return skip("namespace mode off"),
-        Some("warn") => Mode::Warn,
-        Some("enforce") => Mode::Enforce,
-        _ => state.settings.mode,
+    let mode = match mode_of(state.cluster.namespace_mode(&namespace).as_deref(), state.settings.mode) {
+        Some(mode) => mode,
+        None => return skip("namespace mode off"),
     };
     let Some(object) = request.object.as_ref().and_then(|o| serde_json::to_value(o).ok()) else {
         return skip("no object");
@@ -236,10 +234,33 @@ pub async fn review_request<R: Registry>(
     }
     let select = |kind: ContainerType, name: &str| selected.as_ref().is_none_or(|s| s.contains(&(kind, name.into())));
     let nodes = state.cluster.node_platforms().filter(|p| !p.is_empty());
-    let results = state
+    let mut results = state
         .engine
         .check_containers(&workload, state.cluster.as_ref(), nodes.as_deref(), Some(deadline), &select, mode)
         .await;
+    if let Some(ask) = needs_confirmation(state.cluster.as_ref(), &workload, &results) {
+        let live = tokio::time::timeout_at(deadline, state.cluster.confirm(&ask)).await;
+        match live {
+            Ok(Ok(confirmed)) if confirmed.differs_from(state.cluster.as_ref(), &ask) => {
+                let live_mode = confirmed.namespace_mode.as_ref().map(|m| mode_of(m.as_deref(), state.settings.mode));
+                let mode = match live_mode {
+                    Some(None) => return skip("namespace mode off"),
+                    Some(Some(m)) => m,
+                    None => mode,
+                };
+                info!(uid = %request.uid, %namespace, "a live read found what the watch stores had not seen yet");
+                let view =
+                    ConfirmedView { store: state.cluster.as_ref(), confirmed: &confirmed, namespace: &namespace };
+                results = state
+                    .engine
+                    .check_containers(&workload, &view, nodes.as_deref(), Some(deadline), &select, mode)
+                    .await;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => unconfirmed(&mut results, &e.to_string()),
+            Err(_) => unconfirmed(&mut results, "the review's deadline ran out before the API server answered"),
+        }
+    }
     for r in &results {
         state
             .metrics
@@ -248,6 +269,60 @@ pub async fn review_request<R: Registry>(
             .inc();
     }
     respond(request, &workload, results)
+}
+
+/// The mode a namespace label asks for; `None` for `off`.
+fn mode_of(label: Option<&str>, default: Mode) -> Option<Mode> {
+    match label {
+        Some("off") => None,
+        Some("warn") => Some(Mode::Warn),
+        Some("enforce") => Some(Mode::Enforce),
+        _ => Some(default),
+    }
+}
+
+/// Reasons that rest on what the watch stores hold: a store that lags behind an object created an instant
+/// before the workload gives them wrongly.
+fn rests_on_stores(r: &ContainerResult) -> bool {
+    r.verdict >= Verdict::Warn
+        && matches!(
+            r.reason,
+            Reason::SecretNotFound
+                | Reason::SecretInOtherNamespace
+                | Reason::SecretInvalid
+                | Reason::CredentialsMissing
+        )
+}
+
+/// What to read live before a verdict that rests on the stores, or on a namespace they have not seen, is
+/// given; `None` when no verdict does.
+fn needs_confirmation(cluster: &dyn ClusterState, w: &Workload, results: &[ContainerResult]) -> Option<Confirm> {
+    let namespace = &w.object.namespace;
+    let read_namespace = !cluster.namespace_seen(namespace) && results.iter().any(|r| r.verdict >= Verdict::Warn);
+    if !read_namespace && !results.iter().any(rests_on_stores) {
+        return None;
+    }
+    let own: Vec<String> = w.spec.image_pull_secrets.iter().map(|s| s.name.clone()).collect();
+    Some(Confirm {
+        namespace: namespace.clone(),
+        read_namespace,
+        service_account: own.is_empty().then(|| w.spec.service_account().to_string()),
+        secrets: own,
+    })
+}
+
+/// The live read failed: a verdict that rests only on the stores is not given. Such a deny is admitted with
+/// a warning that says why.
+fn unconfirmed(results: &mut [ContainerResult], why: &str) {
+    for r in results.iter_mut().filter(|r| rests_on_stores(r) && r.verdict == Verdict::Deny) {
+        r.verdict = Verdict::Warn;
+        // First in the message: a warning is cut at 256 characters, and this is why it is only a warning.
+        r.message = format!("admitted unconfirmed, a live read failed ({why}): {}", r.message);
+        r.notes.push(format!(
+            "pullguard could not confirm this with the API server ({why}), so it is admitted; the object may have \
+             been created an instant ago."
+        ));
+    }
 }
 
 fn respond(request: &AdmissionRequest<DynamicObject>, w: &Workload, results: Vec<ContainerResult>) -> Reviewed {

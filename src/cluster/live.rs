@@ -4,24 +4,31 @@
 //! ServiceAccounts, Nodes (their os/arch labels are the live platform inventory) and Namespaces (mode
 //! labels). With `read_secrets: false` no Secret is watched at all and pods rely on node credentials.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, ServiceAccount};
+use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tracing::{info, warn};
 
-use crate::cluster::{ClusterState, ClusterView, MODE_LABEL};
+use crate::cluster::{ClusterState, ClusterView, Confirm, ConfirmError, Confirmed, MODE_LABEL, valid_secret_name};
 use crate::credentials::{DOCKER_CFG, DOCKER_CONFIG_JSON, SecretData};
 use crate::platform::Platform;
 
+/// At most this many pull secrets are read live for one review; a pod that lists more is confirmed for these.
+const MAX_LIVE_SECRETS: usize = 16;
+
 /// Stores kept current by watches.
 pub struct LiveCluster {
+    /// For live reads that confirm a store miss.
+    client: Client,
     secrets: Vec<Store<Secret>>,
     /// Names (metadata only, never payloads) of every Secret: tells "not a pull secret" from "missing".
     secret_names: Option<Store<PartialObjectMeta<Secret>>>,
@@ -73,6 +80,7 @@ impl LiveCluster {
             watch(Api::<PartialObjectMeta<Secret>>::all(client.clone()), watcher::Config::default(), "secret names")
         });
         let this = Arc::new(Self {
+            client: client.clone(),
             secrets,
             secret_names,
             read_secrets,
@@ -99,23 +107,109 @@ impl LiveCluster {
     }
 }
 
+fn secret_data(s: &Secret) -> SecretData {
+    SecretData {
+        type_: s.type_.clone().unwrap_or_default(),
+        data: s.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
+        unreadable: None,
+    }
+}
+
+/// A Secret that exists but is not a pull secret: its type is all we may say, and we did not read it.
+fn not_a_pull_secret() -> SecretData {
+    SecretData {
+        type_: "neither kubernetes.io/dockerconfigjson nor kubernetes.io/dockercfg".into(),
+        data: Default::default(),
+        unreadable: None,
+    }
+}
+
+impl LiveCluster {
+    /// A `list` selected by name: within the existing list-only RBAC, and a consistent read (no
+    /// resourceVersion), so it sees what was created an instant ago.
+    fn by_name(name: &str, extra: &str) -> ListParams {
+        ListParams::default().fields(&format!("metadata.name={name}{extra}"))
+    }
+
+    fn error(what: String) -> impl FnOnce(kube::Error) -> ConfirmError {
+        move |e| ConfirmError { what, detail: e.to_string() }
+    }
+
+    async fn read_secret(&self, namespace: &str, name: &str) -> Result<Option<SecretData>, ConfirmError> {
+        let api = Api::<Secret>::namespaced(self.client.clone(), namespace);
+        let what = || format!("Secret {namespace}/{name}");
+        // Typed reads first, so no other Secret's payload is ever transferred; then its name only.
+        let typed = [DOCKER_CONFIG_JSON, DOCKER_CFG].map(|t| {
+            let params = Self::by_name(name, &format!(",type={t}"));
+            let api = api.clone();
+            async move { api.list(&params).await }
+        });
+        let [json, cfg] = typed;
+        let (json, cfg) = futures_util::future::join(json, cfg).await;
+        for list in [json, cfg] {
+            if let Some(s) = list.map_err(Self::error(what()))?.items.first() {
+                return Ok(Some(secret_data(s)));
+            }
+        }
+        let names = api.list_metadata(&Self::by_name(name, "")).await.map_err(Self::error(what()))?;
+        Ok((!names.items.is_empty()).then(not_a_pull_secret))
+    }
+
+    async fn read_service_account(&self, namespace: &str, name: &str) -> Result<Option<Vec<String>>, ConfirmError> {
+        let api = Api::<ServiceAccount>::namespaced(self.client.clone(), namespace);
+        let list = api
+            .list(&Self::by_name(name, ""))
+            .await
+            .map_err(Self::error(format!("ServiceAccount {namespace}/{name}")))?;
+        Ok(list.items.first().map(|sa| sa.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect()))
+    }
+
+    async fn read_namespace_mode(&self, namespace: &str) -> Result<Option<String>, ConfirmError> {
+        let api = Api::<Namespace>::all(self.client.clone());
+        let list =
+            api.list(&Self::by_name(namespace, "")).await.map_err(Self::error(format!("Namespace {namespace}")))?;
+        Ok(list.items.first().and_then(|ns| ns.metadata.labels.as_ref()?.get(MODE_LABEL).cloned()))
+    }
+
+    async fn confirm_all(&self, ask: &Confirm) -> Result<Confirmed, ConfirmError> {
+        let ns = ask.namespace.as_str();
+        let mode = async { if ask.read_namespace { self.read_namespace_mode(ns).await.map(Some) } else { Ok(None) } };
+        let credentials = async {
+            let mut service_account = None;
+            let mut names = ask.secrets.clone();
+            if let Some(sa) = &ask.service_account {
+                let listed = self.read_service_account(ns, sa).await?;
+                if names.is_empty() {
+                    names = listed.clone().unwrap_or_default();
+                }
+                service_account = Some((sa.clone(), listed));
+            }
+            let mut secrets = BTreeMap::new();
+            if self.read_secrets {
+                names.retain(|n| valid_secret_name(n));
+                names.sort();
+                names.dedup();
+                let reads = names.iter().take(MAX_LIVE_SECRETS).map(|n| self.read_secret(ns, n));
+                for (name, read) in names.iter().zip(futures_util::future::join_all(reads).await) {
+                    secrets.insert(name.clone(), read?);
+                }
+            }
+            Ok::<_, ConfirmError>((service_account, secrets))
+        };
+        let (mode, credentials) = futures_util::future::join(mode, credentials).await;
+        let (service_account, secrets) = credentials?;
+        Ok(Confirmed { namespace_mode: mode?, service_account, secrets })
+    }
+}
+
 impl ClusterView for LiveCluster {
     fn secret(&self, namespace: &str, name: &str) -> Option<SecretData> {
         let key = ObjectRef::new(name).within(namespace);
         if let Some(s) = self.secrets.iter().find_map(|s| s.get(&key)) {
-            return Some(SecretData {
-                type_: s.type_.clone().unwrap_or_default(),
-                data: s.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
-                unreadable: None,
-            });
+            return Some(secret_data(&s));
         }
-        // It exists but is not a pull secret: its type is all we may say, and we did not read it.
         let names = self.secret_names.as_ref()?;
-        names.get(&ObjectRef::new(name).within(namespace)).map(|_| SecretData {
-            type_: "neither kubernetes.io/dockerconfigjson nor kubernetes.io/dockercfg".into(),
-            data: Default::default(),
-            unreadable: None,
-        })
+        names.get(&ObjectRef::new(name).within(namespace)).map(|_| not_a_pull_secret())
     }
 
     fn secret_elsewhere(&self, namespace: &str, name: &str) -> Vec<String> {
@@ -157,7 +251,15 @@ impl ClusterState for LiveCluster {
         ns.metadata.labels.as_ref()?.get(MODE_LABEL).cloned()
     }
 
+    fn namespace_seen(&self, namespace: &str) -> bool {
+        self.namespaces.get(&ObjectRef::new(namespace)).is_some()
+    }
+
     fn ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    fn confirm<'a>(&'a self, ask: &'a Confirm) -> BoxFuture<'a, Result<Confirmed, ConfirmError>> {
+        Box::pin(self.confirm_all(ask))
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use crate::credentials::SecretData;
@@ -39,8 +40,96 @@ pub trait ClusterState: ClusterView {
     fn node_platforms(&self) -> Option<Vec<Platform>>;
     /// The value of the namespace's `pullguard.io/mode` label.
     fn namespace_mode(&self, namespace: &str) -> Option<String>;
+    /// False when the namespace is not (yet) in the store, so its mode label is unknown, not absent.
+    fn namespace_seen(&self, _namespace: &str) -> bool {
+        true
+    }
     /// True once every watch has synced.
     fn ready(&self) -> bool;
+    /// Reads what `ask` names from the API server itself, bypassing the watch stores, which may lag behind an
+    /// object created milliseconds before the workload that needs it. A view that is the truth already (a
+    /// snapshot of `check`'s input) answers that nothing is new.
+    fn confirm<'a>(&'a self, _ask: &'a Confirm) -> BoxFuture<'a, Result<Confirmed, ConfirmError>> {
+        Box::pin(async { Ok(Confirmed::default()) })
+    }
+}
+
+/// What a review needs confirmed: the objects its verdict rests on.
+#[derive(Clone, Debug, Default)]
+pub struct Confirm {
+    pub namespace: String,
+    /// Read the namespace (its mode label).
+    pub read_namespace: bool,
+    /// Read this ServiceAccount; its pull secrets are then read too, unless `secrets` names the pod's own.
+    pub service_account: Option<String>,
+    /// The pod's own `imagePullSecrets`.
+    pub secrets: Vec<String>,
+}
+
+/// What a live read found. Absent entries were not read; the store's answer stands for them.
+#[derive(Clone, Debug, Default)]
+pub struct Confirmed {
+    /// The namespace's mode label, when the namespace was read (`Some(None)`: read, no label).
+    pub namespace_mode: Option<Option<String>>,
+    /// The ServiceAccount read and its pull-secret names (`None`: it does not exist).
+    pub service_account: Option<(String, Option<Vec<String>>)>,
+    /// Each secret read: `None` when it does not exist.
+    pub secrets: BTreeMap<String, Option<SecretData>>,
+}
+
+impl Confirmed {
+    /// True when the live read found something the store did not say.
+    pub fn differs_from(&self, store: &dyn ClusterState, ask: &Confirm) -> bool {
+        let ns = &ask.namespace;
+        self.namespace_mode.as_ref().is_some_and(|m| *m != store.namespace_mode(ns))
+            || self
+                .service_account
+                .as_ref()
+                .is_some_and(|(name, live)| *live != store.service_account_pull_secrets(ns, name))
+            || self.secrets.iter().any(|(name, live)| {
+                let stored = store.secret(ns, name);
+                live.as_ref().map(|s| (&s.type_, &s.data)) != stored.as_ref().map(|s| (&s.type_, &s.data))
+            })
+    }
+}
+
+/// Why a live read could not confirm the stores.
+#[derive(Debug, thiserror::Error)]
+#[error("the API server did not answer a live read of {what}: {detail}")]
+pub struct ConfirmError {
+    pub what: String,
+    pub detail: String,
+}
+
+/// The stores, overridden by what a live read found.
+pub struct ConfirmedView<'a> {
+    pub store: &'a dyn ClusterView,
+    pub confirmed: &'a Confirmed,
+    pub namespace: &'a str,
+}
+
+impl ClusterView for ConfirmedView<'_> {
+    fn secret(&self, namespace: &str, name: &str) -> Option<SecretData> {
+        match self.confirmed.secrets.get(name) {
+            Some(live) if namespace == self.namespace => live.clone(),
+            _ => self.store.secret(namespace, name),
+        }
+    }
+
+    fn secret_elsewhere(&self, namespace: &str, name: &str) -> Vec<String> {
+        self.store.secret_elsewhere(namespace, name)
+    }
+
+    fn service_account_pull_secrets(&self, namespace: &str, name: &str) -> Option<Vec<String>> {
+        match &self.confirmed.service_account {
+            Some((read, live)) if namespace == self.namespace && read == name => live.clone(),
+            _ => self.store.service_account_pull_secrets(namespace, name),
+        }
+    }
+
+    fn secrets_visible(&self) -> bool {
+        self.store.secrets_visible()
+    }
 }
 
 /// An in-memory view of pull secrets and ServiceAccounts.

@@ -200,6 +200,87 @@ async fn secrets_created_changed_and_deleted_after_start_change_the_verdict() {
     assert_eq!(got, "SecretNotFound", "a deleted secret is gone");
 }
 
+/// Helm, Argo CD and Flux create a Secret, a ServiceAccount or a Namespace and, milliseconds later, the workload
+/// that needs it; behind an HA control plane the watch pullguard reads from can lag. A store miss must be
+/// confirmed with a live read before it becomes a verdict. The stand-in holds every watch event back, so the
+/// stores cannot have seen the new objects: only a live read can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_created_in_the_same_apply_are_confirmed_live() {
+    let env = Env::start(Options { private: true, token: false }).await;
+    let api = cluster().await;
+    let wh = Webhook::start(&env.config(""), &api, &[]).await;
+    let private = "registry.example.com/private/app:1.0";
+    let secret = |name: &str, ns: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+               "metadata": {"name": name, "namespace": ns},
+               "data": {".dockerconfigjson": support::dockerconfigjson_b64("registry.example.com", "alice", "alice-password")}})
+    };
+    api.hold_watches();
+
+    // A Secret created just before the pod that names it.
+    api.apply(secret("fresh-cred", "production"));
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "production"},
+        "spec": {"imagePullSecrets": [{"name": "fresh-cred"}], "containers": [{"name": "app", "image": private}]}});
+    let r = wh.review(&create_review("a", &pod)).await;
+    assert_eq!((reasons(&r)["app"].as_str(), &r["allowed"]), ("Ok", &json!(true)), "{r}");
+
+    // A ServiceAccount created with its pull secret, just before the pod that runs as it.
+    api.apply(secret("fresh-sa-cred", "production"));
+    api.apply(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "fresh-sa", "namespace": "production"},
+        "imagePullSecrets": [{"name": "fresh-sa-cred"}]}));
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "b", "namespace": "production"},
+        "spec": {"serviceAccountName": "fresh-sa", "containers": [{"name": "app", "image": private}]}});
+    let r = wh.review(&create_review("b", &pod)).await;
+    assert_eq!((reasons(&r)["app"].as_str(), &r["allowed"]), ("Ok", &json!(true)), "{r}");
+
+    // A namespace created in warn mode, just before a pod with a typo in it: warned, not denied.
+    api.apply(json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "fresh-ns", "labels": {"pullguard.io/mode": "warn"}}}));
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "c", "namespace": "fresh-ns"},
+        "spec": {"containers": [{"name": "web", "image": "nginx:lates"}]}});
+    let r = wh.review(&create_review("c", &pod)).await;
+    assert_eq!(r["allowed"], true, "the new namespace's warn mode applies: {r}");
+    assert!(r["warnings"][0].as_str().unwrap().contains("TagNotFound"), "{r}");
+
+    // What really is missing stays missing: the live read confirms the store.
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "d", "namespace": "production"},
+        "spec": {"imagePullSecrets": [{"name": "never-created"}], "containers": [{"name": "app", "image": private}]}});
+    let r = wh.review(&create_review("d", &pod)).await;
+    assert_eq!((reasons(&r)["app"].as_str(), &r["allowed"]), ("SecretNotFound", &json!(false)), "{r}");
+
+    let requests = api.requests.lock().unwrap().clone();
+    assert!(
+        requests.iter().any(|t| t.starts_with("/api/v1/namespaces/production/secrets") && t.contains("metadata.name%3Dfresh-cred")),
+        "a live, name-selected read: {requests:?}"
+    );
+    api.release_watches();
+}
+
+/// When the API server cannot answer the live read within the review's time, a verdict that rests only on the
+/// stores is not given: the pod is admitted with a warning that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_store_miss_is_a_warning_not_a_denial() {
+    let env = Env::start(Options { private: true, token: false }).await;
+    let api = cluster().await;
+    let wh = Webhook::start(&env.config(""), &api, &["--deadline-margin", "500ms"]).await;
+    api.hold_lists.store(true, std::sync::atomic::Ordering::SeqCst);
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "e", "namespace": "production"},
+        "spec": {"imagePullSecrets": [{"name": "never-created"}],
+                 "containers": [{"name": "app", "image": "registry.example.com/private/app:1.0"}]}});
+    let started = Instant::now();
+    let resp = wh.client.post(wh.url("2s")).json(&create_review("e", &pod)).send().await.unwrap();
+    let r: Value = resp.json::<Value>().await.unwrap()["response"].clone();
+    assert!(started.elapsed() < Duration::from_secs(2), "answered within the API server's timeout");
+    api.hold_lists.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(r["allowed"], true, "{r}");
+    let warning = r["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.contains("SecretNotFound: admitted unconfirmed, a live read failed (the review's deadline"),
+        "{warning}"
+    );
+    assert_eq!(reasons(&r)["app"], "SecretNotFound");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_modes_exemptions_and_no_secrets_mode() {
     let env = Env::start(Options { private: true, token: false }).await;
@@ -224,8 +305,8 @@ async fn namespace_modes_exemptions_and_no_secrets_mode() {
 
     // Global warn mode, and a namespace that asks for enforce.
     let wh = Webhook::start(&env.config("mode: warn\n"), &api, &[]).await;
+    // No wait for the watch: a namespace the store has not seen is read live.
     api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "strict", "labels": {"pullguard.io/mode": "enforce"}}}));
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(wh.review(&create_review("d", &typo("production"))).await["allowed"], true);
     assert_eq!(wh.review(&create_review("e", &typo("strict"))).await["allowed"], false);
     drop(wh);

@@ -1,6 +1,11 @@
 //! A list/watch-faithful stand-in for the Kubernetes API, enough for kube-rs watchers: `GET /api/v1/<resource>`
 //! lists with a `resourceVersion`; `?watch=true&resourceVersion=N` streams ADDED/MODIFIED/DELETED events after
-//! N as chunked JSON lines, and keeps streaming new ones. `fieldSelector=type=…` filters Secrets.
+//! N as chunked JSON lines, and keeps streaming new ones. Lists may be namespaced
+//! (`/api/v1/namespaces/<ns>/<resource>`), and `fieldSelector` filters on `type`, `metadata.name` and
+//! `metadata.namespace` (comma-separated, ANDed), as the real API server does for Secrets.
+//!
+//! [`ApiServer::hold_watches`] reproduces watch lag: while held, objects are stored and visible to lists (a
+//! consistent read, as from etcd) but no watch event is delivered; releasing delivers them in order.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,6 +39,8 @@ pub struct ApiServer {
     pub requests: Arc<Mutex<Vec<String>>>,
     /// While true, list requests wait: the cluster looks slow to sync.
     pub hold_lists: Arc<std::sync::atomic::AtomicBool>,
+    /// While true, watch events wait (lists do not): see the module docs.
+    held: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -54,10 +61,17 @@ fn resource_of(kind: &str) -> &'static str {
 }
 
 fn matches(selector: Option<&str>, obj: &Value) -> bool {
-    match selector.and_then(|s| s.strip_prefix("type=")) {
-        Some(t) => obj.get("type").and_then(Value::as_str) == Some(t),
-        None => true,
-    }
+    let Some(selector) = selector.filter(|s| !s.is_empty()) else { return true };
+    selector.split(',').all(|term| {
+        let (field, want) = term.split_once('=').unwrap_or_else(|| panic!("unsupported field selector {term}"));
+        let got = match field {
+            "type" => obj.get("type"),
+            "metadata.name" => obj["metadata"].get("name"),
+            "metadata.namespace" => obj["metadata"].get("namespace"),
+            other => panic!("the API stand-in does not select on {other}"),
+        };
+        got.and_then(Value::as_str).unwrap_or_default() == want
+    })
 }
 
 impl ApiServer {
@@ -68,16 +82,34 @@ impl ApiServer {
         let (events, _) = broadcast::channel(1024);
         let requests: Arc<Mutex<Vec<String>>> = Arc::default();
         let hold_lists: Arc<std::sync::atomic::AtomicBool> = Arc::default();
-        let (st, ev, rq, hold) = (state.clone(), events.clone(), requests.clone(), hold_lists.clone());
+        let (held, _) = tokio::sync::watch::channel(false);
+        let (st, ev, rq, hold, h) = (state.clone(), events.clone(), requests.clone(), hold_lists.clone(), held.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
                     return;
                 };
-                tokio::spawn(serve_connection(sock, st.clone(), ev.clone(), rq.clone(), hold.clone()));
+                let c = Conn {
+                    state: st.clone(),
+                    events: ev.clone(),
+                    requests: rq.clone(),
+                    hold: hold.clone(),
+                    held: h.subscribe(),
+                };
+                tokio::spawn(serve_connection(sock, c));
             }
         });
-        Self { addr, state, events, requests, hold_lists, task }
+        Self { addr, state, events, requests, hold_lists, held, task }
+    }
+
+    /// Holds back every watch event from now on (watch lag, as behind a lagging API server of an HA pair).
+    pub fn hold_watches(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Delivers the held events, in order, and stops holding.
+    pub fn release_watches(&self) {
+        self.held.send_replace(false);
     }
 
     /// Creates or replaces an object (it must carry apiVersion, kind and metadata.name).
@@ -129,13 +161,17 @@ impl ApiServer {
     }
 }
 
-async fn serve_connection(
-    sock: tokio::net::TcpStream,
+/// What one connection shares with the server.
+struct Conn {
     state: Arc<Mutex<State>>,
     events: broadcast::Sender<Event>,
     requests: Arc<Mutex<Vec<String>>>,
     hold: Arc<std::sync::atomic::AtomicBool>,
-) {
+    held: tokio::sync::watch::Receiver<bool>,
+}
+
+async fn serve_connection(sock: tokio::net::TcpStream, c: Conn) {
+    let Conn { state, events, requests, hold, mut held } = c;
     let (read, mut write) = sock.into_split();
     let mut reader = BufReader::new(read);
     loop {
@@ -165,8 +201,16 @@ async fn serve_connection(
         requests.lock().unwrap().push(target.clone());
         let url = url::Url::parse(&format!("http://x{target}")).unwrap();
         let q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
-        let resource = url.path().trim_start_matches("/api/v1/").to_string();
-        let selector = q.get("fieldSelector").cloned();
+        let path: Vec<&str> = url.path().trim_start_matches("/api/v1/").split('/').collect();
+        let (resource, namespace) = match path.as_slice() {
+            ["namespaces", ns, resource] => (resource.to_string(), Some(ns.to_string())),
+            _ => (path.join("/"), None),
+        };
+        let selector = match (q.get("fieldSelector"), &namespace) {
+            (Some(f), Some(ns)) => Some(format!("{f},metadata.namespace={ns}")),
+            (None, Some(ns)) => Some(format!("metadata.namespace={ns}")),
+            (f, None) => f.cloned(),
+        };
         if q.get("watch").map(String::as_str) == Some("true") || q.get("watch").map(String::as_str) == Some("1") {
             let since: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
             let timeout = q.get("timeoutSeconds").and_then(|v| v.parse().ok()).unwrap_or(290u64);
@@ -182,7 +226,11 @@ async fn serve_connection(
                 let line = format!("{}\n", json!({"type": e.kind, "object": shape(&e.object)}));
                 format!("{:x}\r\n{line}\r\n", line.len())
             };
-            for e in backlog.iter().filter(|e| matches(selector.as_deref(), &e.object)) {
+            let backlog: Vec<&Event> = backlog.iter().filter(|e| matches(selector.as_deref(), &e.object)).collect();
+            if !backlog.is_empty() && held.wait_for(|h| !h).await.is_err() {
+                return;
+            }
+            for e in backlog {
                 last = last.max(e.rv);
                 if write.write_all(send(e).as_bytes()).await.is_err() {
                     return;
@@ -195,6 +243,7 @@ async fn serve_connection(
                     _ = &mut deadline => break,
                     e = rx.recv() => match e {
                         Ok(e) if e.rv > last && e.resource == resource && matches(selector.as_deref(), &e.object) => {
+                            if held.wait_for(|h| !h).await.is_err() { return; }
                             last = e.rv;
                             if write.write_all(send(&e).as_bytes()).await.is_err() { return; }
                         }
