@@ -44,8 +44,8 @@ pub const DEFAULT_EXEMPT_NAMESPACE: &str = "kube-system";
 pub struct Settings {
     pub mode: Mode,
     pub exempt_namespaces: BTreeSet<String>,
-    /// Look up pods created by a ReplicaSet, Job, StatefulSet or DaemonSet again (their template was checked
-    /// when the owner was admitted).
+    /// Look up again what kube-controller-manager makes from an owner's template (Pods of a ReplicaSet, Job…,
+    /// a Deployment's ReplicaSets, a CronJob's Jobs): that template was checked when the owner was admitted.
     pub check_controlled_pods: bool,
     /// Answer this long before the API server's timeout.
     pub deadline_margin: Duration,
@@ -210,8 +210,10 @@ pub async fn review_request<R: Registry>(
     let Some(object) = request.object.as_ref().and_then(|o| serde_json::to_value(o).ok()) else {
         return skip("no object");
     };
-    if !state.settings.check_controlled_pods && is_controlled_pod(&object) {
-        return skip("pod created by a controller whose template was checked");
+    if !state.settings.check_controlled_pods
+        && created_by_controller(request.user_info.username.as_deref().unwrap_or_default(), &object)
+    {
+        return skip("created by a controller from a template checked with its owner");
     }
     let workload = match Workload::from_object(&object, &namespace) {
         Ok(Some(w)) => w,
@@ -379,17 +381,35 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-fn is_controlled_pod(obj: &Value) -> bool {
-    obj.get("kind").and_then(Value::as_str) == Some("Pod")
-        && obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|refs| {
-            refs.iter().any(|r| {
-                r.get("controller").and_then(Value::as_bool) == Some(true)
-                    && matches!(
-                        r.get("kind").and_then(Value::as_str),
-                        Some("ReplicaSet" | "Job" | "StatefulSet" | "DaemonSet")
-                    )
-            })
-        })
+/// kube-controller-manager's controllers that create objects from a template that was checked when their owner
+/// was admitted: (its ServiceAccount under `--use-service-account-credentials`, the kind it creates, the
+/// owner's kind). Names from kubernetes `pkg/controlplane/.../bootstrappolicy/controller_policy.go`.
+const TEMPLATE_CONTROLLERS: &[(&str, &str, &str)] = &[
+    ("replicaset-controller", "Pod", "ReplicaSet"),
+    ("replication-controller", "Pod", "ReplicationController"),
+    ("job-controller", "Pod", "Job"),
+    ("statefulset-controller", "Pod", "StatefulSet"),
+    ("daemon-set-controller", "Pod", "DaemonSet"),
+    ("deployment-controller", "ReplicaSet", "Deployment"),
+    ("cronjob-controller", "Job", "CronJob"),
+];
+
+/// True when the object was made by the controller of its owner from the owner's template: who asks decides
+/// (the review's `userInfo`), not only what the object says, since anyone can write an ownerReference.
+fn created_by_controller(username: &str, obj: &Value) -> bool {
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let owner = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).and_then(|refs| {
+        refs.iter()
+            .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+            .and_then(|r| r.get("kind").and_then(Value::as_str))
+    });
+    let Some(owner) = owner else { return false };
+    let service_account = username.strip_prefix("system:serviceaccount:kube-system:");
+    TEMPLATE_CONTROLLERS.iter().any(|(sa, creates, owned_by)| {
+        *creates == kind
+            && *owned_by == owner
+            && (username == "system:kube-controller-manager" || service_account == Some(*sa))
+    })
 }
 
 /// Containers and image volumes whose image or pull policy changed, or all of them when the pull secrets or the
@@ -506,11 +526,30 @@ mod tests {
     }
 
     #[test]
-    fn controlled_pods() {
-        let pod = |owner: Value| json!({"kind": "Pod", "metadata": {"ownerReferences": [owner]}});
-        assert!(is_controlled_pod(&pod(json!({"kind": "ReplicaSet", "controller": true}))));
-        assert!(!is_controlled_pod(&pod(json!({"kind": "ReplicaSet"}))));
-        assert!(!is_controlled_pod(&pod(json!({"kind": "Node", "controller": true}))));
-        assert!(!is_controlled_pod(&json!({"kind": "Pod", "metadata": {}})));
+    fn created_by_controller_needs_the_controller_and_its_owner() {
+        let obj = |kind: &str, owner: Value| json!({"kind": kind, "metadata": {"ownerReferences": [owner]}});
+        let owned = |kind: &str| json!({"kind": kind, "controller": true});
+        let sa = |name: &str| format!("system:serviceaccount:kube-system:{name}");
+        let cases = [
+            (sa("replicaset-controller"), obj("Pod", owned("ReplicaSet")), true),
+            ("system:kube-controller-manager".into(), obj("Pod", owned("ReplicaSet")), true),
+            (sa("replication-controller"), obj("Pod", owned("ReplicationController")), true),
+            (sa("deployment-controller"), obj("ReplicaSet", owned("Deployment")), true),
+            (sa("cronjob-controller"), obj("Job", owned("CronJob")), true),
+            (sa("job-controller"), obj("Pod", owned("Job")), true),
+            // A user who writes an ownerReference opts out of nothing.
+            ("kubernetes-admin".into(), obj("Pod", owned("ReplicaSet")), false),
+            // Another controller's identity, or its SA in another namespace.
+            (sa("job-controller"), obj("Pod", owned("ReplicaSet")), false),
+            ("system:serviceaccount:tenant:replicaset-controller".into(), obj("Pod", owned("ReplicaSet")), false),
+            // Not the controller owner, or no owner.
+            (sa("replicaset-controller"), obj("Pod", json!({"kind": "ReplicaSet"})), false),
+            (sa("replicaset-controller"), json!({"kind": "Pod", "metadata": {}}), false),
+            // A Deployment is never template-made.
+            ("system:kube-controller-manager".into(), obj("Deployment", owned("Deployment")), false),
+        ];
+        for (user, o, want) in cases {
+            assert_eq!(created_by_controller(&user, &o), want, "{user} {o}");
+        }
     }
 }

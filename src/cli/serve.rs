@@ -44,7 +44,8 @@ pub struct ServeArgs {
     /// The webhook's own namespace (exempt).
     #[arg(long, env = "POD_NAMESPACE")]
     pub own_namespace: Option<String>,
-    /// Also look up pods created by a controller (their template was checked when the owner was admitted).
+    /// Also look up Pods, ReplicaSets and Jobs a controller made from its owner's template (checked when the
+    /// owner was admitted).
     #[arg(long)]
     pub check_controlled_pods: bool,
     /// Answer this long before the API server's timeout.

@@ -65,6 +65,10 @@ async fn admission_fixtures_over_real_tls() {
         ("pod-ephemeral-containers.json", false, "debugger-x7k2p=TagNotFound", "3.20"),
         ("pod-delete.json", true, "", ""),
         ("pod-create-controlled.json", true, "", ""),
+        // The same pod, with the same hand-written ownerReference, created by a user: checked.
+        ("pod-create-forged-owner.json", false, "web=TagNotFound", "lates"),
+        // A rollout's ReplicaSet: its template was checked with the Deployment.
+        ("replicaset-create-by-deployment-controller.json", true, "", ""),
         ("pod-create-kube-system.json", true, "", ""),
     ];
     for (file, allowed, want_reasons, mention) in cases {
