@@ -45,6 +45,22 @@ pub struct PodSpec {
     pub node_selector: BTreeMap<String, String>,
     #[serde(default)]
     pub affinity: Option<Affinity>,
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+}
+
+/// A pod toleration, as the scheduler matches it against node taints.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Toleration {
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub operator: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub effect: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -83,34 +99,34 @@ pub struct LocalObjectReference {
     pub name: String,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Affinity {
     #[serde(default)]
     pub node_affinity: Option<NodeAffinity>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 pub struct NodeAffinity {
     #[serde(default, rename = "requiredDuringSchedulingIgnoredDuringExecution")]
     pub required: Option<NodeSelector>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeSelector {
     #[serde(default)]
     pub node_selector_terms: Vec<NodeSelectorTerm>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeSelectorTerm {
     #[serde(default)]
     pub match_expressions: Vec<Requirement>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 pub struct Requirement {
     pub key: String,
     pub operator: String,
@@ -247,6 +263,14 @@ impl Workload {
 }
 
 impl PodSpec {
+    /// Whether `other` constrains where the pod may land differently (node selector, required node affinity,
+    /// tolerations): then every image must be judged again against the platforms it may now land on.
+    pub fn scheduling_differs(&self, other: &PodSpec) -> bool {
+        self.node_selector != other.node_selector
+            || self.affinity != other.affinity
+            || self.tolerations != other.tolerations
+    }
+
     /// The ServiceAccount whose pull secrets apply when the pod lists none.
     pub fn service_account(&self) -> &str {
         [&self.service_account_name, &self.service_account]

@@ -232,7 +232,7 @@ pub async fn review_request<R: Registry>(
         _ => None,
     };
     if selected.as_ref().is_some_and(HashSet::is_empty) {
-        return skip("no image, pull policy or pull secret changed");
+        return skip("no image, pull policy, pull secret or scheduling constraint changed");
     }
     let select = |kind: ContainerType, name: &str| selected.as_ref().is_none_or(|s| s.contains(&(kind, name.into())));
     let nodes = state.cluster.node_platforms().filter(|p| !p.is_empty());
@@ -331,11 +331,7 @@ fn respond(request: &AdmissionRequest<DynamicObject>, w: &Workload, results: Vec
     let mut response = AdmissionResponse::from(request);
     let reasons = results.iter().map(|r| format!("{}={}", r.container, r.reason)).collect::<Vec<_>>().join(",");
     let denied: Vec<&ContainerResult> = results.iter().filter(|r| r.verdict == Verdict::Deny).collect();
-    let warnings: Vec<String> = results
-        .iter()
-        .filter(|r| r.verdict == Verdict::Warn)
-        .map(|r| truncate(&format!("pullguard: {} ({}): {}: {}", r.label(), r.image, r.reason, r.message), MAX_WARNING))
-        .collect();
+    let warnings = fit_warnings(&results.iter().filter(|r| r.verdict == Verdict::Warn).collect::<Vec<_>>());
     let verdict = if !denied.is_empty() {
         "deny"
     } else if !warnings.is_empty() {
@@ -367,6 +363,66 @@ fn respond(request: &AdmissionRequest<DynamicObject>, w: &Workload, results: Vec
     }
     response.audit_annotations.insert("verdict".into(), verdict.into());
     Reviewed { response, verdict, reasons }
+}
+
+/// The API server keeps about 4 KiB of warnings per response, from every source together, and drops the rest
+/// (apiserver `endpoints/filters/warning.go`: `truncateAtTotalRunes = 4 * 1024`). pullguard keeps to this
+/// much, leaving room for other webhooks' and deprecation warnings.
+pub const MAX_WARNINGS_TOTAL: usize = 3 * 1024;
+
+/// One warning per image while they fit in [`MAX_WARNINGS_TOTAL`]; otherwise one per reason, naming the
+/// pulls, and a last line that says how many there were and, if some are not shown, where they are.
+fn fit_warnings(warned: &[&ContainerResult]) -> Vec<String> {
+    let each: Vec<String> = warned
+        .iter()
+        .map(|r| truncate(&format!("pullguard: {} ({}): {}: {}", r.label(), r.image, r.reason, r.message), MAX_WARNING))
+        .collect();
+    if each.iter().map(String::len).sum::<usize>() <= MAX_WARNINGS_TOTAL {
+        return each;
+    }
+    let mut by_reason: Vec<(Reason, Vec<&ContainerResult>)> = Vec::new();
+    for r in warned {
+        match by_reason.iter_mut().find(|(reason, _)| *reason == r.reason) {
+            Some((_, list)) => list.push(r),
+            None => by_reason.push((r.reason, vec![r])),
+        }
+    }
+    let mut out = Vec::new();
+    let mut used = 0;
+    let mut shown = 0;
+    for (reason, list) in &by_reason {
+        let names: Vec<String> = list.iter().map(|r| format!("{} ({})", r.container, r.image)).collect();
+        let line = truncate(
+            &format!(
+                "pullguard: {reason} for {} of {}: {}. First: {}",
+                list.len(),
+                if list.len() == 1 { "pull" } else { "pulls" },
+                names.join(", "),
+                list[0].message
+            ),
+            MAX_WARNING,
+        );
+        // Room is kept for the last line.
+        if used + line.len() + MAX_WARNING > MAX_WARNINGS_TOTAL {
+            break;
+        }
+        used += line.len();
+        shown += list.len();
+        out.push(line);
+    }
+    let more = warned.len() - shown;
+    let tail = if more > 0 {
+        format!(
+            "pullguard: {more} more warned image{} not shown here (the API server keeps only ~4 KiB of warnings); \
+             all {} are in the audit annotation validate.pullguard.io/reasons and in pullguard's log.",
+            if more == 1 { "" } else { "s" },
+            warned.len()
+        )
+    } else {
+        format!("pullguard: {} images warned, grouped by reason to fit the API server's warning limit.", warned.len())
+    };
+    out.push(truncate(&tail, MAX_WARNING));
+    out
 }
 
 /// Cuts at a character boundary, marking the cut.
@@ -412,11 +468,13 @@ fn created_by_controller(username: &str, obj: &Value) -> bool {
     })
 }
 
-/// Containers and image volumes whose image or pull policy changed, or all of them when the pull secrets or the
-/// ServiceAccount changed. Unrelated edits select nothing.
+/// Containers and image volumes whose image or pull policy changed, or all of them when the pull secrets, the
+/// ServiceAccount or where the pod may land changed. Unrelated edits select nothing.
 pub fn changed_containers(new: &Workload, old: &Workload) -> HashSet<(ContainerType, String)> {
     let secrets = |w: &Workload| w.spec.image_pull_secrets.iter().map(|s| s.name.clone()).collect::<BTreeSet<_>>();
-    let all = secrets(new) != secrets(old) || new.spec.service_account() != old.spec.service_account();
+    let all = secrets(new) != secrets(old)
+        || new.spec.service_account() != old.spec.service_account()
+        || new.spec.scheduling_differs(&old.spec);
     let old_containers = old.containers();
     let old_by_name: HashMap<_, _> =
         old_containers.iter().map(|c| ((c.kind, c.name), (c.image, c.pull_policy))).collect();
@@ -508,6 +566,28 @@ mod tests {
         );
     }
 
+    /// Where the pod may land decides which platforms its images must serve: moving a workload to arm64 nodes
+    /// re-checks every image, as an image change does.
+    #[test]
+    fn update_rechecks_when_scheduling_changes() {
+        let pod = |spec: Value| {
+            let mut spec = spec;
+            spec["containers"] = json!([{"name": "a", "image": "nginx:1"}]);
+            let obj = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": spec});
+            Workload::from_object(&obj, "ns").unwrap().unwrap()
+        };
+        let arm = json!({"nodeSelector": {"kubernetes.io/arch": "arm64"}});
+        let affinity = json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]}]}]}}}});
+        let tolerate =
+            json!({"tolerations": [{"key": "arch", "operator": "Equal", "value": "arm64", "effect": "NoSchedule"}]});
+        let a = HashSet::from([(ContainerType::Container, "a".to_string())]);
+        assert!(changed_containers(&pod(arm.clone()), &pod(arm.clone())).is_empty());
+        assert_eq!(changed_containers(&pod(arm), &pod(json!({}))), a, "nodeSelector");
+        assert_eq!(changed_containers(&pod(affinity), &pod(json!({}))), a, "required node affinity");
+        assert_eq!(changed_containers(&pod(tolerate), &pod(json!({}))), a, "tolerations");
+    }
+
     /// An image volume is a pull of its own: a changed reference selects the volume, not the container that
     /// happens to share its name.
     #[test]
@@ -523,6 +603,43 @@ mod tests {
             changed_containers(&pod("models:2"), &pod("models:1")),
             HashSet::from([(ContainerType::ImageVolume, "data".to_string())])
         );
+    }
+
+    /// A Deployment with 20 warned containers showed 17 warnings in kubectl: the API server dropped the rest.
+    #[test]
+    fn warnings_fit_the_api_servers_total() {
+        let result = |i: usize, reason: Reason| ContainerResult {
+            object: Default::default(),
+            container: format!("sidecar-{i}"),
+            container_type: ContainerType::Container,
+            field: String::new(),
+            image: format!("registry.example.com/team/sidecar-{i}:1.0"),
+            reference: None,
+            verdict: Verdict::Warn,
+            reason,
+            message: format!("registry.example.com/team/sidecar offers only linux/amd64; {}", "x".repeat(200)),
+            problem: String::new(),
+            fix: None,
+            notes: vec![],
+            suggestions: vec![],
+            digest: None,
+            platforms: vec![],
+            credentials: vec![],
+            credential_used: None,
+        };
+        let few: Vec<ContainerResult> = (0..3).map(|i| result(i, Reason::PlatformMismatch)).collect();
+        assert_eq!(fit_warnings(&few.iter().collect::<Vec<_>>()).len(), 3, "what fits is one warning each");
+
+        let many: Vec<ContainerResult> = (0..20)
+            .map(|i| result(i, if i % 2 == 0 { Reason::PlatformMismatch } else { Reason::RateLimited }))
+            .collect();
+        let w = fit_warnings(&many.iter().collect::<Vec<_>>());
+        let total: usize = w.iter().map(|s| s.chars().count()).sum();
+        assert!(total <= MAX_WARNINGS_TOTAL, "{total}");
+        assert!(w.iter().all(|s| s.len() <= MAX_WARNING), "{w:?}");
+        assert!(w[0].starts_with("pullguard: PlatformMismatch for 10 of pulls: sidecar-0"), "{w:?}");
+        assert!(w[1].starts_with("pullguard: RateLimited for 10 of pulls: sidecar-1"), "{w:?}");
+        assert!(w.last().unwrap().contains("20 images warned"), "{w:?}");
     }
 
     #[test]

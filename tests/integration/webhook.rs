@@ -92,7 +92,7 @@ async fn admission_fixtures_over_real_tls() {
     }
     // The unrelated edit was never looked up: its image does not exist, yet it was admitted untouched.
     let r = wh.review(&admission("deployment-update-replicas.json")).await;
-    assert_eq!(r["auditAnnotations"]["skipped"], "no image, pull policy or pull secret changed");
+    assert_eq!(r["auditAnnotations"]["skipped"], "no image, pull policy, pull secret or scheduling constraint changed");
 
     let metrics = wh.metrics().await;
     for m in [
