@@ -34,7 +34,7 @@ pub enum ReferenceError {
     Uppercase,
     #[error("invalid repository name: cannot be a 64-character hexadecimal string (that looks like an image ID)")]
     HexIdentifier,
-    #[error("repository name is longer than {NAME_TOTAL_LENGTH_MAX} characters")]
+    #[error("repository path is longer than {NAME_TOTAL_LENGTH_MAX} characters")]
     NameTooLong,
     #[error("invalid registry host {0:?}")]
     Domain(String),
@@ -92,7 +92,8 @@ impl Reference {
         for component in path.split('/') {
             validate_path_component(component)?;
         }
-        if domain.len() + 1 + path.len() > NAME_TOTAL_LENGTH_MAX {
+        // distribution/reference v0.6 counts the path only (PR #9, "Exclude domain from name length check").
+        if path.len() > NAME_TOTAL_LENGTH_MAX {
             return Err(ReferenceError::NameTooLong);
         }
         let tag = match (&tag, &digest) {
@@ -156,7 +157,10 @@ fn validate_domain(domain: &str) -> Result<(), ReferenceError> {
     let bad = || ReferenceError::Domain(domain.to_string());
     let (host, port) = if let Some(rest) = domain.strip_prefix('[') {
         let (v6, after) = rest.split_once(']').ok_or_else(bad)?;
-        v6.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+        // The grammar's ipv6address: hex digits and colons, nothing else (no dotted IPv4, no zone).
+        if v6.is_empty() || !v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+            return Err(bad());
+        }
         let port = match after {
             "" => None,
             p => Some(p.strip_prefix(':').ok_or_else(bad)?),
@@ -306,6 +310,28 @@ mod tests {
         assert_eq!(by_digest.to_string(), digest_ref);
         assert_eq!(by_digest.tag, None, "no :latest is added when a digest is given");
         assert_eq!(by_digest.manifest_reference(), D);
+    }
+
+    /// distribution/reference v0.6 (PR #9, "Exclude domain from name length check"): the 255-character limit
+    /// counts the repository path, not the domain. Its `ipv6address` is `\[(?:[a-fA-F0-9:]+)\]`: hex digits and
+    /// colons only, so an embedded dotted IPv4 is no host, while a bracketed string the grammar allows is one
+    /// even if it is no real address (the pull then fails, not the parse).
+    #[test]
+    fn length_and_ipv6_hosts_follow_the_grammar() {
+        let domain = format!("{}.example.com", "r".repeat(60));
+        let path_255 = format!("{domain}/{}", "a".repeat(255));
+        assert!(Reference::parse(&path_255).is_ok(), "a 255-character path under a long domain");
+        let path_256 = format!("{domain}/{}", "a".repeat(256));
+        assert_eq!(Reference::parse(&path_256), Err(ReferenceError::NameTooLong));
+        // ParseNormalizedNamed counts `library/` too: 247 + 8 = 255.
+        assert!(Reference::parse(&"a".repeat(247)).is_ok());
+        assert_eq!(Reference::parse(&"a".repeat(248)), Err(ReferenceError::NameTooLong));
+
+        assert!(Reference::parse("[fd00::1]/app").is_ok());
+        assert!(Reference::parse("[FD00:0:0:0:0:0:0:1]:5000/app").is_ok());
+        assert!(Reference::parse("[1:2:3]/app").is_ok(), "the grammar, not Ipv6Addr, decides");
+        assert_eq!(Reference::parse("[::ffff:10.0.0.1]/app"), Err(ReferenceError::Domain("[::ffff:10.0.0.1]".into())));
+        assert_eq!(Reference::parse("[fe80::1%eth0]/app"), Err(ReferenceError::Domain("[fe80::1%eth0]".into())));
     }
 
     #[test]
