@@ -144,9 +144,7 @@ impl LiveCluster {
             let api = api.clone();
             async move { api.list(&params).await }
         });
-        let [json, cfg] = typed;
-        let (json, cfg) = futures_util::future::join(json, cfg).await;
-        for list in [json, cfg] {
+        for list in futures_util::future::join_all(typed).await {
             if let Some(s) = list.map_err(Self::error(what()))?.items.first() {
                 return Ok(Some(secret_data(s)));
             }
