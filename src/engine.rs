@@ -12,6 +12,7 @@ use crate::platform::Platform;
 use crate::policy::{self, Decision, Evaluation, LookupOutcome, Mode, PolicySettings};
 use crate::reference::Reference;
 use crate::registry::{Failure, Registry, TimeLimit};
+use crate::scheduling::{Inventory, Landing};
 use crate::workload::{ContainerType, ObjectRef, Workload};
 
 /// The engine's fixed settings.
@@ -29,11 +30,14 @@ pub struct Engine<R> {
     registry: Option<Arc<CachedRegistry<R>>>,
     node_keyring: Keyring,
     settings: EngineSettings,
+    /// The configured platforms as an inventory, for when no live one is given.
+    configured: Inventory,
 }
 
 impl<R: Registry> Engine<R> {
     pub fn new(registry: Option<Arc<CachedRegistry<R>>>, node_keyring: Keyring, settings: EngineSettings) -> Self {
-        Self { registry, node_keyring, settings }
+        let configured = Inventory::configured(&settings.platforms);
+        Self { registry, node_keyring, settings, configured }
     }
 
     /// Cache and registry counters, for metrics (empty offline).
@@ -44,15 +48,15 @@ impl<R: Registry> Engine<R> {
         }
     }
 
-    /// Checks every container of a workload. `platforms` overrides the cluster platforms (the webhook passes
+    /// Checks every container of a workload. `nodes` overrides the configured platforms (the webhook passes
     /// its live node inventory).
     pub async fn check_workload(
         &self,
         w: &Workload,
         view: &dyn ClusterView,
-        platforms: Option<&[Platform]>,
+        nodes: Option<&Inventory>,
     ) -> Vec<ContainerResult> {
-        self.check_containers(w, view, platforms, None, &|_, _| true, self.settings.policy.mode).await
+        self.check_containers(w, view, nodes, None, &|_, _| true, self.settings.policy.mode).await
     }
 
     /// Checks the containers and image volumes of a workload that `select` picks (by type and name), each lookup bounded by
@@ -62,7 +66,7 @@ impl<R: Registry> Engine<R> {
         &self,
         w: &Workload,
         view: &dyn ClusterView,
-        platforms: Option<&[Platform]>,
+        nodes: Option<&Inventory>,
         deadline: Option<tokio::time::Instant>,
         select: &(dyn Fn(ContainerType, &str) -> bool + Sync),
         mode: Mode,
@@ -70,8 +74,7 @@ impl<R: Registry> Engine<R> {
         let policy = PolicySettings { mode, ..self.settings.policy };
         let ns = &w.object.namespace;
         let creds = pod_credentials(&w.spec, ns, view);
-        let cluster = platforms.unwrap_or(&self.settings.platforms);
-        let allowed = w.spec.allowed_platforms(cluster);
+        let landing = Landing::of_workload(w, nodes.unwrap_or(&self.configured));
         let futures = w.containers().into_iter().filter(|c| select(c.kind, c.name)).map(|c| {
             let image = c.image.unwrap_or_default().to_string();
             let reference = Reference::parse(&image);
@@ -94,8 +97,7 @@ impl<R: Registry> Engine<R> {
                 secret_problems: creds.problems.clone(),
                 candidates: candidates.iter().map(Candidate::info).collect(),
                 lookup: LookupOutcome::NotDone,
-                allowed_platforms: allowed.clone(),
-                cluster_platforms: cluster.to_vec(),
+                landing: landing.clone(),
             };
             let object = w.object.clone();
             // The kubelet fails such a pod before any pull: nothing to look up.

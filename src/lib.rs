@@ -22,6 +22,7 @@ pub mod policy;
 pub mod reference;
 pub mod registry;
 pub mod report;
+pub mod scheduling;
 pub mod server;
 pub mod suggest;
 pub mod workload;

@@ -59,17 +59,72 @@ impl Platform {
                 }
             }
             "arm64" => {
-                let v = self.variant.clone().unwrap_or_else(|| "v8".to_string());
-                out.extend(same("arm", Some(v)).compatible());
+                out.extend(self.arm64_vector());
             }
             _ => {}
         }
         out
     }
 
+    /// containerd's arm64 vector after the platform itself: `v8.x` runs `v8.{x-1..1}` and `v8`; `v9.x` runs
+    /// `v9.{x-1..1}`, `v9`, then `v8.{x+5}` down to `v8` (v9.0 diverged from v8.5); then the 32-bit arm line
+    /// (`v8` for any `v8.x`/`v9.x`). As in containerd, only a one-digit minor is read (`v8.10` counts as 0).
+    fn arm64_vector(&self) -> Vec<Platform> {
+        let arm64 = |v: String| {
+            // containerd normalizes its vector entries: `v8` is written without a variant.
+            Platform::new(&self.os, "arm64", Some(&v))
+        };
+        let variant = self.variant.clone().unwrap_or_else(|| "v8".to_string());
+        let mut out = vec![];
+        let (major, minor) = variant.split_once('.').map_or((variant.as_str(), None), |(a, b)| (a, Some(b)));
+        if let Ok(mut major) = major.trim_start_matches('v').parse::<u32>()
+            && major >= 8
+        {
+            let mut minor = match minor {
+                Some(m) if variant.len() == 4 => m.parse::<u32>().unwrap_or(0),
+                _ => 0,
+            };
+            let down = |major: u32, from: u32, out: &mut Vec<Platform>| {
+                for m in (0..from).rev() {
+                    out.push(arm64(if m == 0 { format!("v{major}") } else { format!("v{major}.{m}") }));
+                }
+            };
+            if major == 9 {
+                down(9, minor, &mut out);
+                minor += 5;
+                major = 8;
+                out.push(arm64(format!("v8.{minor}")));
+            }
+            down(major, minor, &mut out);
+        }
+        let arm = if variant.starts_with("v8.") || variant.starts_with("v9.") { "v8".to_string() } else { variant };
+        out.extend(Platform::new(&self.os, "arm", Some(&arm)).compatible());
+        out
+    }
+
     /// Whether a node of platform `self` can pull an image entry of platform `entry`.
+    ///
+    /// A node platform read from node labels carries no variant, but containerd on an amd64 node matches by
+    /// the CPU's x86-64 level (`cpuinfo.go` `getAmd64MicroArchLevel`): such a node is taken to run
+    /// `amd64/v2`…`v4` entries too, and [`Platform::cpu_level_needed`] says when that assumption decided.
     pub fn can_run(&self, entry: &Platform) -> bool {
-        !entry.is_unknown() && self.compatible().iter().any(|p| p == entry)
+        !entry.is_unknown() && (self.compatible().iter().any(|p| p == entry) || self.amd64_level_of(entry).is_some())
+    }
+
+    fn amd64_level_of(&self, entry: &Platform) -> Option<u32> {
+        let same = self.architecture == "amd64" && self.variant.is_none() && entry.os == self.os;
+        let level = entry.variant.as_deref().and_then(|v| v.strip_prefix('v')?.parse::<u32>().ok());
+        (same && entry.architecture == "amd64").then_some(level).flatten().filter(|l| (2..=4).contains(l))
+    }
+
+    /// For an amd64 node of unknown CPU level: the lowest x86-64 level among `image`'s entries when no entry
+    /// runs on every amd64 CPU (`None` when one does, or when the node is not such a node).
+    pub fn cpu_level_needed(&self, image: &[Platform]) -> Option<u32> {
+        let baseline = image.iter().any(|e| !e.is_unknown() && self.compatible().iter().any(|p| p == e));
+        if baseline {
+            return None;
+        }
+        image.iter().filter_map(|e| self.amd64_level_of(e)).min()
     }
 }
 
@@ -84,7 +139,6 @@ fn normalize_arch(arch: &str, variant: Option<String>) -> (String, Option<String
             let v = match variant.as_deref() {
                 Some("8") | Some("v8") | Some("v8.0") => None,
                 Some("9") | Some("9.0") | Some("v9.0") => Some("v9".into()),
-                Some("8.1") => Some("v8.1".into()),
                 _ => variant,
             };
             ("arm64".into(), v)
@@ -211,7 +265,9 @@ mod tests {
             ("linux/amd64", "linux/arm64", false),
             ("linux/amd64/v3", "linux/amd64/v2", true),
             ("linux/amd64/v3", "linux/amd64", true),
-            ("linux/amd64", "linux/amd64/v3", false),
+            // containerd's Only(linux/amd64) says false, but a node read from its labels has an unknown
+            // level: see amd64_levels_are_assumed_and_reported.
+            ("linux/amd64", "linux/amd64/v3", true),
             ("linux/arm64", "linux/arm64/v8", true),
             ("linux/arm64/v8", "linux/arm64", true),
             ("linux/arm64", "linux/arm/v7", true),
@@ -227,6 +283,92 @@ mod tests {
         ];
         for (node, entry, want) in cases {
             assert_eq!(p(node).can_run(&p(entry)), want, "node {node} entry {entry}");
+        }
+    }
+
+    /// containerd platforms compare_test.go `TestOnly`, the arm64 rows (v9, v8.1, plain arm64).
+    #[test]
+    fn arm64_variants_match_like_containerd_only() {
+        let table: &[(&str, &[&str], &[&str])] = &[
+            (
+                "linux/arm64/v9",
+                &[
+                    "linux/arm",
+                    "linux/arm/v5",
+                    "linux/arm/v6",
+                    "linux/arm/v7",
+                    "linux/arm/v8",
+                    "linux/arm64",
+                    "linux/arm64/v8",
+                    "linux/arm64/v8.1",
+                    "linux/arm64/v8.2",
+                    "linux/arm64/v8.3",
+                    "linux/arm64/v8.4",
+                    "linux/arm64/v8.5",
+                    "linux/arm64/v9",
+                    "linux/arm64/v9.0",
+                ],
+                &["linux/amd64", "linux/arm/v4", "windows/amd64", "windows/arm", "linux/arm64/v8.6"],
+            ),
+            (
+                "linux/arm64/v8.1",
+                &[
+                    "linux/arm",
+                    "linux/arm/v5",
+                    "linux/arm/v6",
+                    "linux/arm/v7",
+                    "linux/arm/v8",
+                    "linux/arm64",
+                    "linux/arm64/v8",
+                    "linux/arm64/v8.1",
+                ],
+                &["linux/amd64", "linux/arm/v4", "linux/arm/v9", "linux/arm64/v9", "windows/amd64", "windows/arm"],
+            ),
+            (
+                "linux/arm64",
+                &[
+                    "linux/arm",
+                    "linux/arm/v5",
+                    "linux/arm/v6",
+                    "linux/arm/v7",
+                    "linux/arm/v8",
+                    "linux/arm64",
+                    "linux/arm64/v8",
+                ],
+                &["linux/amd64", "linux/arm/v4", "linux/arm/v9", "linux/arm64/v9", "linux/arm64/v8.1", "windows/arm"],
+            ),
+        ];
+        for (node, yes, no) in table {
+            for e in *yes {
+                assert!(p(node).can_run(&p(e)), "{node} runs {e}");
+            }
+            for e in *no {
+                assert!(!p(node).can_run(&p(e)), "{node} does not run {e}");
+            }
+        }
+    }
+
+    /// An amd64 node's x86-64 level is not in its labels: containerd reads it from /proc/cpuinfo.
+    #[test]
+    fn amd64_levels_are_assumed_and_reported() {
+        let node = p("linux/amd64");
+        assert!(node.can_run(&p("linux/amd64/v3")));
+        assert_eq!(node.cpu_level_needed(&[p("linux/amd64/v3"), p("linux/amd64/v2")]), Some(2));
+        assert_eq!(node.cpu_level_needed(&[p("linux/amd64/v3"), p("linux/amd64")]), None);
+        assert_eq!(node.cpu_level_needed(&[p("linux/arm64")]), None);
+        assert!(!p("linux/amd64/v2").can_run(&p("linux/amd64/v3")), "a known level is exact");
+        assert!(!p("windows/amd64").can_run(&p("linux/amd64/v3")));
+    }
+
+    #[test]
+    fn variants_normalize_like_containerd() {
+        let cases = [
+            ("linux/arm64/v8.0", "linux/arm64"),
+            ("linux/arm64/8.1", "linux/arm64/8.1"),
+            ("linux/arm64/v8.2", "linux/arm64/v8.2"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(p(input).to_string(), want, "{input}");
         }
     }
 

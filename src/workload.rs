@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::platform::Platform;
-
 /// Identifies an object in the input (a file and document) or in an admission request.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -47,6 +45,12 @@ pub struct PodSpec {
     pub affinity: Option<Affinity>,
     #[serde(default)]
     pub tolerations: Vec<Toleration>,
+    /// Set: the pod bypasses the scheduler (and its NoSchedule taints).
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// A DaemonSet's host-network pods also tolerate `network-unavailable`.
+    #[serde(default)]
+    pub host_network: bool,
 }
 
 /// A pod toleration, as the scheduler matches it against node taints.
@@ -124,6 +128,9 @@ pub struct NodeSelector {
 pub struct NodeSelectorTerm {
     #[serde(default)]
     pub match_expressions: Vec<Requirement>,
+    /// Only `metadata.name`; kept to tell an empty term (matches nothing) from a name-only one.
+    #[serde(default)]
+    pub match_fields: Vec<Requirement>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -269,6 +276,7 @@ impl PodSpec {
         self.node_selector != other.node_selector
             || self.affinity != other.affinity
             || self.tolerations != other.tolerations
+            || self.node_name != other.node_name
     }
 
     /// The ServiceAccount whose pull secrets apply when the pod lists none.
@@ -278,44 +286,6 @@ impl PodSpec {
             .flatten()
             .find(|s| !s.is_empty())
             .map_or("default", String::as_str)
-    }
-
-    /// The node platforms among `cluster` this pod may be scheduled on, judged by its node selector and
-    /// required node affinity on the `kubernetes.io/os` and `kubernetes.io/arch` labels.
-    pub fn allowed_platforms(&self, cluster: &[Platform]) -> Vec<Platform> {
-        cluster.iter().filter(|p| self.schedulable_on(p)).cloned().collect()
-    }
-
-    fn schedulable_on(&self, p: &Platform) -> bool {
-        let label = |key: &str| -> Option<&str> {
-            match key {
-                "kubernetes.io/os" | "beta.kubernetes.io/os" => Some(&p.os),
-                "kubernetes.io/arch" | "beta.kubernetes.io/arch" => Some(&p.architecture),
-                _ => None,
-            }
-        };
-        let selector_ok = self.node_selector.iter().all(|(k, v)| label(k).is_none_or(|l| l == v));
-        let terms = self
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| n.required.as_ref())
-            .map(|r| r.node_selector_terms.as_slice())
-            .unwrap_or_default();
-        // Terms are ORed, expressions within a term ANDed; expressions on other labels are assumed satisfiable.
-        let affinity_ok = terms.is_empty()
-            || terms.iter().any(|t| {
-                t.match_expressions.iter().all(|r| match label(&r.key) {
-                    None => true,
-                    Some(l) => match r.operator.as_str() {
-                        "In" => r.values.iter().any(|v| v == l),
-                        "NotIn" => !r.values.iter().any(|v| v == l),
-                        "DoesNotExist" => false,
-                        _ => true,
-                    },
-                })
-            });
-        selector_ok && affinity_ok
     }
 }
 
@@ -380,29 +350,5 @@ mod tests {
             {"containers": [{"name": "a", "image": "nginx"}, {"name": "b", "image": 42}]}}}});
         let err = Workload::from_object(&obj, "d").unwrap_err().to_string();
         assert!(err.contains("spec.template.spec.containers[1].image"), "{err}");
-    }
-
-    #[test]
-    fn platforms_follow_selector_and_affinity() {
-        let cluster: Vec<Platform> =
-            ["linux/amd64", "linux/arm64", "windows/amd64"].iter().map(|s| s.parse().unwrap()).collect();
-        let spec = |v: Value| PodSpec::deserialize(v).unwrap();
-        let names = |s: &PodSpec| s.allowed_platforms(&cluster).iter().map(|p| p.to_string()).collect::<Vec<_>>();
-        assert_eq!(names(&spec(json!({}))).len(), 3);
-        assert_eq!(names(&spec(json!({"nodeSelector": {"kubernetes.io/arch": "arm64"}}))), ["linux/arm64"]);
-        assert_eq!(
-            names(&spec(json!({"nodeSelector": {"kubernetes.io/os": "linux", "disk": "ssd"}}))),
-            ["linux/amd64", "linux/arm64"]
-        );
-        let affinity = json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
-        {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]}]},
-            {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["windows"]}]}
-        ]}}}});
-        assert_eq!(names(&spec(affinity)), ["linux/arm64", "windows/amd64"]);
-        let not_in = json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
-            {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "kubernetes.io/arch", "operator": "NotIn", "values": ["arm64"]}]}]}}}});
-        assert_eq!(names(&spec(not_in)), ["linux/amd64", "windows/amd64"]);
     }
 }

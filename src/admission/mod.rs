@@ -235,7 +235,7 @@ pub async fn review_request<R: Registry>(
         return skip("no image, pull policy, pull secret or scheduling constraint changed");
     }
     let select = |kind: ContainerType, name: &str| selected.as_ref().is_none_or(|s| s.contains(&(kind, name.into())));
-    let nodes = state.cluster.node_platforms().filter(|p| !p.is_empty());
+    let nodes = state.cluster.node_inventory();
     let mut results = state
         .engine
         .check_containers(&workload, state.cluster.as_ref(), nodes.as_deref(), Some(deadline), &select, mode)

@@ -5,8 +5,8 @@
 //! labels). With `read_secrets: false` no Secret is watched at all and pods rely on node credentials.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::cluster::{ClusterState, ClusterView, Confirm, ConfirmError, Confirmed, MODE_LABEL, valid_secret_name};
 use crate::credentials::{DOCKER_CFG, DOCKER_CONFIG_JSON, SecretData};
-use crate::platform::Platform;
+use crate::scheduling::{Inventory, NodeShape, NodeTable, Taint};
 
 /// At most this many pull secrets are read live for one review; a pod that lists more is confirmed for these.
 const MAX_LIVE_SECRETS: usize = 16;
@@ -34,7 +34,9 @@ pub struct LiveCluster {
     secret_names: Option<Store<PartialObjectMeta<Secret>>>,
     read_secrets: bool,
     service_accounts: Store<ServiceAccount>,
-    nodes: Store<Node>,
+    /// The distinct node shapes, republished by the node watch when they change; reviews only clone the Arc.
+    nodes: Arc<RwLock<Arc<Inventory>>>,
+    nodes_synced: tokio::sync::watch::Receiver<bool>,
     namespaces: Store<Namespace>,
     ready: Arc<AtomicBool>,
 }
@@ -58,6 +60,60 @@ where
     reader
 }
 
+/// A node's shape: its labels, its blocking taints, and `spec.unschedulable`. Everything else of the Node
+/// (status, images, managedFields) is dropped as it arrives.
+fn node_shape(n: &Node) -> Option<NodeShape> {
+    let labels = n.metadata.labels.as_ref()?;
+    let spec = n.spec.as_ref();
+    let taints = spec
+        .and_then(|s| s.taints.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|t| Taint::blocking(&t.key, t.value.as_deref(), &t.effect))
+        .collect();
+    NodeShape::of_node(labels, taints, spec.and_then(|s| s.unschedulable).unwrap_or(false))
+}
+
+/// Watches Nodes into a [`NodeTable`] and publishes its inventory when the distinct shapes change. The
+/// receiver turns true once the first list is complete.
+fn watch_nodes(api: Api<Node>, published: Arc<RwLock<Arc<Inventory>>>) -> tokio::sync::watch::Receiver<bool> {
+    let (synced, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut table = NodeTable::default();
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+        while let Some(event) = events.next().await {
+            let name = |n: &Node| n.metadata.name.clone().unwrap_or_default();
+            let changed = match event {
+                Ok(watcher::Event::Apply(n)) => table.apply(&name(&n), node_shape(&n)),
+                Ok(watcher::Event::Delete(n)) => table.delete(&name(&n)),
+                Ok(watcher::Event::Init) => {
+                    table.relist_start();
+                    false
+                }
+                Ok(watcher::Event::InitApply(n)) => {
+                    table.relist_node(&name(&n), node_shape(&n));
+                    false
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let changed = table.relist_done();
+                    synced.send_replace(true);
+                    changed
+                }
+                Err(e) => {
+                    warn!(watch = "nodes", error = %e, "watch error; retrying with backoff");
+                    false
+                }
+            };
+            if changed {
+                let inventory = Arc::new(table.inventory());
+                info!(shapes = inventory.shapes.len(), "node inventory changed");
+                *published.write().unwrap_or_else(std::sync::PoisonError::into_inner) = inventory;
+            }
+        }
+    });
+    rx
+}
+
 impl LiveCluster {
     /// Starts the watches; `ready()` turns true once every store has its initial list.
     pub fn start(client: Client, read_secrets: bool) -> Arc<Self> {
@@ -79,13 +135,16 @@ impl LiveCluster {
         let secret_names = read_secrets.then(|| {
             watch(Api::<PartialObjectMeta<Secret>>::all(client.clone()), watcher::Config::default(), "secret names")
         });
+        let nodes = Arc::new(RwLock::new(Arc::new(Inventory::default())));
+        let nodes_synced = watch_nodes(Api::all(client.clone()), nodes.clone());
         let this = Arc::new(Self {
             client: client.clone(),
             secrets,
             secret_names,
             read_secrets,
             service_accounts: watch(Api::all(client.clone()), watcher::Config::default(), "serviceaccounts"),
-            nodes: watch(Api::all(client.clone()), watcher::Config::default(), "nodes"),
+            nodes: nodes.clone(),
+            nodes_synced,
             namespaces: watch(Api::all(client), watcher::Config::default(), "namespaces"),
             ready: Arc::new(AtomicBool::new(false)),
         });
@@ -98,7 +157,7 @@ impl LiveCluster {
                 let _ = names.wait_until_ready().await;
             }
             let _ = waiting.service_accounts.wait_until_ready().await;
-            let _ = waiting.nodes.wait_until_ready().await;
+            let _ = waiting.nodes_synced.clone().wait_for(|synced| *synced).await;
             let _ = waiting.namespaces.wait_until_ready().await;
             waiting.ready.store(true, Ordering::SeqCst);
             info!(read_secrets = waiting.read_secrets, "cluster state synced");
@@ -232,16 +291,10 @@ impl ClusterView for LiveCluster {
 }
 
 impl ClusterState for LiveCluster {
-    fn node_platforms(&self) -> Option<Vec<Platform>> {
-        let mut set = BTreeSet::new();
-        for n in self.nodes.state() {
-            let labels = n.metadata.labels.as_ref();
-            let get = |k: &str| labels.and_then(|l| l.get(k)).cloned();
-            if let (Some(os), Some(arch)) = (get("kubernetes.io/os"), get("kubernetes.io/arch")) {
-                set.insert(Platform::new(&os, &arch, None));
-            }
-        }
-        (!set.is_empty()).then(|| set.into_iter().collect())
+    fn node_inventory(&self) -> Option<Arc<Inventory>> {
+        // A poisoned lock only means a writer panicked mid-swap of an Arc: the value is still whole.
+        let current = self.nodes.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        (!current.shapes.is_empty()).then_some(current)
     }
 
     fn namespace_mode(&self, namespace: &str) -> Option<String> {

@@ -2,6 +2,7 @@
 //! its input; the webhook keeps one current from watches.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -9,7 +10,7 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use crate::credentials::SecretData;
-use crate::platform::Platform;
+use crate::scheduling::Inventory;
 
 pub mod live;
 mod pull_secrets;
@@ -34,10 +35,11 @@ pub trait ClusterView: Send + Sync {
     }
 }
 
-/// What the webhook knows of the cluster beyond secrets: node platforms and namespace labels.
+/// What the webhook knows of the cluster beyond secrets: the node inventory and namespace labels.
 pub trait ClusterState: ClusterView {
-    /// Distinct platforms of the cluster's nodes; `None` when unknown (then the configured ones apply).
-    fn node_platforms(&self) -> Option<Vec<Platform>>;
+    /// The distinct shapes of the cluster's nodes, kept current by the watch; `None` when no node names a
+    /// platform (then the configured platforms apply).
+    fn node_inventory(&self) -> Option<Arc<Inventory>>;
     /// The value of the namespace's `pullguard.io/mode` label.
     fn namespace_mode(&self, namespace: &str) -> Option<String>;
     /// False when the namespace is not (yet) in the store, so its mode label is unknown, not absent.
@@ -232,7 +234,7 @@ impl ClusterView for Snapshot {
 
 impl ClusterState for Snapshot {
     /// A snapshot has no node inventory: the configured platforms apply.
-    fn node_platforms(&self) -> Option<Vec<Platform>> {
+    fn node_inventory(&self) -> Option<Arc<Inventory>> {
         None
     }
 

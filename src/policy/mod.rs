@@ -13,6 +13,7 @@ use crate::credentials::CandidateInfo;
 use crate::platform::{Platform, PlatformFit, fit};
 use crate::reference::{Reference, ReferenceError};
 use crate::registry::{Failure, TimeLimit, fmt_duration};
+use crate::scheduling::Landing;
 use crate::suggest::suggest_tags;
 
 /// What happens to a container.
@@ -49,6 +50,7 @@ pub enum Reason {
     CredentialsMissing,
     CredentialsRejected,
     PlatformMismatch,
+    NoNodeForPlatform,
     RegistryBlocked,
     RateLimited,
     RegistryUnreachable,
@@ -61,7 +63,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::Ok,
         Reason::InvalidReference,
         Reason::RepositoryNotFound,
@@ -71,6 +73,7 @@ impl Reason {
         Reason::CredentialsMissing,
         Reason::CredentialsRejected,
         Reason::PlatformMismatch,
+        Reason::NoNodeForPlatform,
         Reason::RegistryBlocked,
         Reason::RateLimited,
         Reason::RegistryUnreachable,
@@ -94,6 +97,7 @@ impl Reason {
             Reason::CredentialsMissing => "CredentialsMissing",
             Reason::CredentialsRejected => "CredentialsRejected",
             Reason::PlatformMismatch => "PlatformMismatch",
+            Reason::NoNodeForPlatform => "NoNodeForPlatform",
             Reason::RegistryBlocked => "RegistryBlocked",
             Reason::RateLimited => "RateLimited",
             Reason::RegistryUnreachable => "RegistryUnreachable",
@@ -120,6 +124,9 @@ impl Reason {
             Reason::CredentialsMissing => "The registry requires credentials and the pod has none for it.",
             Reason::CredentialsRejected => "The registry refused the pod's credentials.",
             Reason::PlatformMismatch => "The image does not serve the platforms the pod may run on.",
+            Reason::NoNodeForPlatform => {
+                "The image serves the platform the pod asks for, but no node the pod can land on exists yet."
+            }
             Reason::RegistryBlocked => "The registry host is in a blocked network and was not contacted.",
             Reason::RateLimited => "The registry is rate-limiting pulls.",
             Reason::RegistryUnreachable => "The registry could not be reached (DNS, connect, TLS, timeout).",
@@ -189,9 +196,8 @@ pub struct Evaluation {
     pub secret_problems: Vec<SecretProblem>,
     pub candidates: Vec<CandidateInfo>,
     pub lookup: LookupOutcome,
-    /// Node platforms the pod may land on (scheduling constraints within the cluster's platforms).
-    pub allowed_platforms: Vec<Platform>,
-    pub cluster_platforms: Vec<Platform>,
+    /// Where the pod can land: node selector, affinity and tolerations against the node inventory.
+    pub landing: Landing,
 }
 
 /// The verdict for one container, with what to do about it. Every face renders from these fields: the
@@ -397,7 +403,7 @@ fn unpullable(e: &Evaluation, r: &Reference, failure: &Failure) -> Option<Decisi
             ),
             Some(format!(
                 "publish the image with its platforms (docker buildx build --platform {} --push).",
-                join(&e.cluster_platforms).replace(", ", ",")
+                join(&e.landing.known()).replace(", ", ",")
             )),
         ),
         _ => return None,
@@ -520,23 +526,30 @@ fn found(e: &Evaluation, r: &Reference, facts: &Facts, used: Option<usize>) -> D
     if !facts.platforms.is_empty() {
         msg.push_str(&format!(" ({})", join(&facts.platforms)));
     }
-    if e.allowed_platforms.is_empty() && !e.cluster_platforms.is_empty() {
-        msg.push_str(&format!(
+    match &e.landing {
+        Landing::NoNode { asked, known, .. } if asked.is_empty() && !known.is_empty() => msg.push_str(&format!(
             "; platform not checked: the pod's node selector or affinity matches none of the cluster \
              platforms ({})",
-            join(&e.cluster_platforms)
-        ));
+            join(known)
+        )),
+        _ => {}
     }
     msg.push('.');
     decision(Verdict::Allow, Reason::Ok, msg, None)
 }
 
+/// The image's platforms against where the pod can land: the nodes it fits, or — when none fits yet — the
+/// platforms it asks for.
 fn platform_decision(e: &Evaluation, r: &Reference, facts: &Facts) -> Option<Decision> {
-    if facts.platforms.is_empty() || e.allowed_platforms.is_empty() {
+    let (targets, no_node) = match &e.landing {
+        Landing::Nodes(ps) => (ps, None),
+        Landing::NoNode { asked, pinned, known, live } => (asked, Some((*pinned, known, *live))),
+    };
+    if facts.platforms.is_empty() || targets.is_empty() {
         return None;
     }
     let offers = join(&facts.platforms);
-    let mut wanted: Vec<Platform> = facts.platforms.iter().chain(&e.allowed_platforms).cloned().collect();
+    let mut wanted: Vec<Platform> = facts.platforms.iter().chain(targets).cloned().collect();
     wanted.sort();
     wanted.dedup();
     let fix = format!(
@@ -544,20 +557,68 @@ fn platform_decision(e: &Evaluation, r: &Reference, facts: &Facts) -> Option<Dec
          supported nodes with nodeSelector kubernetes.io/arch.",
         join(&wanted).replace(", ", ",")
     );
-    match fit(&facts.platforms, &e.allowed_platforms) {
-        PlatformFit::All => None,
-        PlatformFit::None => Some(decision(
-            Verdict::Deny,
-            Reason::PlatformMismatch,
-            format!("{r} offers only {offers}, but the pod can run only on {}.", join(&e.allowed_platforms)),
-            Some(fix.clone()),
-        )),
-        PlatformFit::Some { unsupported } => Some(decision(
+    let asks = match no_node {
+        Some((true, ..)) => "the pod asks for",
+        _ => "the pod can run only on",
+    };
+    match fit(&facts.platforms, targets) {
+        PlatformFit::None => {
+            return Some(decision(
+                Verdict::Deny,
+                Reason::PlatformMismatch,
+                format!("{r} offers only {offers}, but {asks} {}.", join(targets)),
+                Some(fix),
+            ));
+        }
+        PlatformFit::Some { unsupported } => {
+            return Some(decision(
+                Verdict::Warn,
+                Reason::PlatformMismatch,
+                format!("{r} offers only {offers}; pods scheduled on {} nodes will fail to pull.", join(&unsupported)),
+                Some(fix),
+            ));
+        }
+        PlatformFit::All => {}
+    }
+    if let Some(level) = targets.iter().filter_map(|n| n.cpu_level_needed(&facts.platforms)).max() {
+        return Some(decision(
             Verdict::Warn,
             Reason::PlatformMismatch,
-            format!("{r} offers only {offers}; pods scheduled on {} nodes will fail to pull.", join(&unsupported)),
-            Some(fix),
-        )),
+            format!(
+                "{r} offers only {offers}: it runs only on nodes whose CPU supports x86-64-v{level}. Node labels \
+                 do not say which do; containerd reads the level from the CPU and refuses the pull below it."
+            ),
+            Some(format!(
+                "add a baseline linux/amd64 entry (docker buildx build --platform linux/amd64,{} --push), or \
+                 keep the pod on nodes known to support x86-64-v{level} with a nodeSelector.",
+                join(&facts.platforms).replace(", ", ",")
+            )),
+        ));
+    }
+    match no_node {
+        Some((true, known, live)) => {
+            let nodes = if live {
+                format!("none of the cluster's nodes ({})", join(known))
+            } else {
+                format!("none of the configured platforms ({}; `platforms` in the configuration)", join(known))
+            };
+            Some(decision(
+                Verdict::Warn,
+                Reason::NoNodeForPlatform,
+                format!(
+                    "{r} offers {} as the pod asks, but no node the pod can land on exists yet: its node \
+                     selector, affinity and tolerations match {nodes}. The image pulls once such a node joins.",
+                    join(targets)
+                ),
+                Some(format!(
+                    "nothing to change if an autoscaler adds {} nodes for this pod (Karpenter, a \
+                     cluster-autoscaler node group); otherwise add such a node pool, or change the pod's node \
+                     selector or affinity.",
+                    join(targets)
+                )),
+            ))
+        }
+        _ => None,
     }
 }
 

@@ -15,8 +15,7 @@ fn eval(image: &str, lookup: LookupOutcome) -> Evaluation {
         secret_problems: vec![],
         candidates: vec![],
         lookup,
-        allowed_platforms: vec!["linux/amd64".parse().unwrap()],
-        cluster_platforms: vec!["linux/amd64".parse().unwrap()],
+        landing: Landing::Nodes(vec!["linux/amd64".parse().unwrap()]),
     }
 }
 
@@ -53,6 +52,7 @@ fn reason_codes_are_pinned() {
         (Reason::CredentialsMissing, "CredentialsMissing"),
         (Reason::CredentialsRejected, "CredentialsRejected"),
         (Reason::PlatformMismatch, "PlatformMismatch"),
+        (Reason::NoNodeForPlatform, "NoNodeForPlatform"),
         (Reason::RegistryBlocked, "RegistryBlocked"),
         (Reason::RateLimited, "RateLimited"),
         (Reason::RegistryUnreachable, "RegistryUnreachable"),
@@ -194,7 +194,7 @@ fn tag_not_found_suggests() {
 #[test]
 fn partial_platform_support_warns() {
     let mut e = eval("nginx", found(&["linux/amd64"]));
-    e.allowed_platforms = vec!["linux/amd64".parse().unwrap(), "linux/arm64".parse().unwrap()];
+    e.landing = Landing::Nodes(vec!["linux/amd64".parse().unwrap(), "linux/arm64".parse().unwrap()]);
     let d = decide(&e, &PolicySettings::default());
     assert_eq!((d.verdict, d.reason), (Verdict::Warn, Reason::PlatformMismatch));
     assert!(d.message().contains("linux/arm64"), "{}", d.message());
@@ -339,4 +339,93 @@ fn outages_warn_and_deny_only_under_fail_closed() {
     }
     let tls = outage(&r, &Failure::Unreachable { detail: "x".into(), tls: true }, false);
     assert!(tls.fix.as_deref().is_some_and(|f| f.contains("ca:")), "{:?}", tls.fix);
+}
+
+fn platforms(names: &[&str]) -> Vec<Platform> {
+    names.iter().map(|p| p.parse().unwrap()).collect()
+}
+
+/// A pod pinned to a platform no current node offers: the image is judged against what the pod asks for.
+#[test]
+fn a_pinned_pod_is_judged_against_the_platform_it_asks_for() {
+    let no_node = |asked: &[&str], pinned: bool, live: bool| Landing::NoNode {
+        asked: platforms(asked),
+        pinned,
+        known: platforms(&["linux/amd64"]),
+        live,
+    };
+    // (case, image platforms, landing, verdict, reason, the message mentions)
+    let cases = [
+        (
+            "amd64-only pinned to arm64, live",
+            &["linux/amd64"][..],
+            no_node(&["linux/arm64"], true, true),
+            Verdict::Deny,
+            Reason::PlatformMismatch,
+            "the pod asks for linux/arm64",
+        ),
+        (
+            "amd64-only pinned to arm64, check",
+            &["linux/amd64"][..],
+            no_node(&["linux/arm64"], true, false),
+            Verdict::Deny,
+            Reason::PlatformMismatch,
+            "the pod asks for linux/arm64",
+        ),
+        (
+            "multi-arch pinned to arm64, live",
+            &["linux/amd64", "linux/arm64"][..],
+            no_node(&["linux/arm64"], true, true),
+            Verdict::Warn,
+            Reason::NoNodeForPlatform,
+            "no node the pod can land on exists yet",
+        ),
+        (
+            "multi-arch pinned to arm64, check",
+            &["linux/amd64", "linux/arm64"][..],
+            no_node(&["linux/arm64"], true, false),
+            Verdict::Warn,
+            Reason::NoNodeForPlatform,
+            "none of the configured platforms (linux/amd64;",
+        ),
+        (
+            "a pool selector, no node yet",
+            &["linux/amd64"][..],
+            no_node(&["linux/amd64"], false, true),
+            Verdict::Allow,
+            Reason::Ok,
+            "resolves",
+        ),
+        (
+            "NotIn excluded everything",
+            &["linux/amd64"][..],
+            no_node(&[], false, true),
+            Verdict::Allow,
+            Reason::Ok,
+            "platform not checked",
+        ),
+        (
+            "x86-64-v3 only",
+            &["linux/amd64/v3"][..],
+            Landing::Nodes(platforms(&["linux/amd64"])),
+            Verdict::Warn,
+            Reason::PlatformMismatch,
+            "x86-64-v3",
+        ),
+        (
+            "v3 with a baseline",
+            &["linux/amd64/v3", "linux/amd64"][..],
+            Landing::Nodes(platforms(&["linux/amd64"])),
+            Verdict::Allow,
+            Reason::Ok,
+            "resolves",
+        ),
+    ];
+    for (name, image, landing, verdict, reason, mention) in cases {
+        let mut e = eval("nginx", found(image));
+        e.landing = landing;
+        let d = decide(&e, &PolicySettings::default());
+        assert_eq!((d.verdict, d.reason), (verdict, reason), "{name}: {}", d.message());
+        assert!(d.message().contains(mention), "{name}: {}", d.message());
+    }
 }

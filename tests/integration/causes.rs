@@ -128,12 +128,16 @@ async fn node_selector_limits_the_platforms_checked() {
     let amd = result(&results, "on-arm", "amd64-only");
     assert_eq!((amd.verdict, amd.reason), (Verdict::Deny, Reason::PlatformMismatch), "{}", amd.message);
 
-    // Only amd64 nodes: the arm64 selector matches no node, so the platform is not judged.
+    // Only amd64 nodes: the pod asks for arm64, which no node offers yet. The amd64-only image fails on any
+    // arm64 node an autoscaler may add: a deny either way. nginx serves arm64: a warning that no node fits.
     let engine = env.engine("");
     let results = run_engine(&engine, &snap, &on_arm).await;
     let amd = result(&results, "on-arm", "amd64-only");
-    assert_eq!(amd.verdict, Verdict::Allow);
-    assert!(amd.message.contains("platform not checked"), "{}", amd.message);
+    assert_eq!((amd.verdict, amd.reason), (Verdict::Deny, Reason::PlatformMismatch), "{}", amd.message);
+    assert!(amd.message.contains("the pod asks for linux/arm64"), "{}", amd.message);
+    let nginx = result(&results, "on-arm", "nginx");
+    assert_eq!((nginx.verdict, nginx.reason), (Verdict::Warn, Reason::NoNodeForPlatform), "{}", nginx.message);
+    assert!(nginx.message.contains("none of the configured platforms (linux/amd64"), "{}", nginx.message);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

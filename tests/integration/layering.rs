@@ -22,6 +22,7 @@ const LAYERS: &[&str] = &[
     "registry",
     "suggest",
     "credentials",
+    "scheduling",
     "workload",
     "platform",
     "reference",

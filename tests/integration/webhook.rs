@@ -553,6 +553,88 @@ async fn the_live_node_inventory_decides_platform_verdicts() {
     assert_eq!(verdict(&r), (true, "Ok".into(), false), "{r}");
 }
 
+/// A tainted Windows pool and a dedicated arm64 pool beside the amd64 node: a pod that tolerates neither can
+/// land only on amd64, so single-arch images are judged there and nowhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tainted_pools_and_pinned_pods_are_judged_per_pod() {
+    let env = Env::start(Options::default()).await;
+    let api = cluster().await;
+    api.apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "win-1",
+        "labels": {"kubernetes.io/os": "windows", "kubernetes.io/arch": "amd64"}},
+        "spec": {"taints": [{"key": "os", "value": "windows", "effect": "NoSchedule"}]}}));
+    api.apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "arm-1",
+        "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "arm64", "pool": "arm"}},
+        "spec": {"taints": [{"key": "dedicated", "value": "arm", "effect": "NoSchedule"},
+                            {"key": "soft", "effect": "PreferNoSchedule"}]}}));
+    let wh = Webhook::start(&env.config(""), &api, &[]).await;
+    let pod = |image: &str, extra: Value| {
+        let mut spec = json!({"containers": [{"name": "app", "image": image}]});
+        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "production"}, "spec": spec})
+    };
+    let arm_pool = json!({"nodeSelector": {"kubernetes.io/arch": "arm64"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "arm", "effect": "NoSchedule"}]});
+    let windows = json!({"tolerations": [{"key": "os", "operator": "Exists"}]});
+    let pinned_untolerated = json!({"nodeSelector": {"kubernetes.io/arch": "arm64"}});
+    // (case, image, spec fields, allowed, reason, warned, the message or warning mentions)
+    let cases = [
+        ("plain pod, multi-arch image", "nginx:1.25.4", json!({}), true, "Ok", false, ""),
+        (
+            "plain pod, amd64-only image: the arm64 pool is tainted",
+            "team/amd64-only:1.0",
+            json!({}),
+            true,
+            "Ok",
+            false,
+            "",
+        ),
+        (
+            "tolerates Windows: nginx has no windows entry",
+            "nginx:1.25.4",
+            windows,
+            true,
+            "PlatformMismatch",
+            true,
+            "windows/amd64",
+        ),
+        ("on the arm64 pool, arm64 image", "team/arm-only:1.0", arm_pool.clone(), true, "Ok", false, ""),
+        (
+            "on the arm64 pool, amd64-only image",
+            "team/amd64-only:1.0",
+            arm_pool,
+            false,
+            "PlatformMismatch",
+            false,
+            "linux/arm64",
+        ),
+        (
+            "pinned to arm64 without the toleration: no node yet",
+            "nginx:1.25.4",
+            pinned_untolerated.clone(),
+            true,
+            "NoNodeForPlatform",
+            true,
+            "no node the pod can land on exists yet",
+        ),
+        (
+            "pinned to arm64 without the toleration, amd64-only",
+            "team/amd64-only:1.0",
+            pinned_untolerated,
+            false,
+            "PlatformMismatch",
+            false,
+            "the pod asks for linux/arm64",
+        ),
+    ];
+    for (i, (name, image, extra, allowed, reason, warned, mention)) in cases.into_iter().enumerate() {
+        let r = wh.review(&create_review(&format!("t{i}"), &pod(image, extra))).await;
+        assert_eq!(r["allowed"], allowed, "{name}: {r}");
+        assert_eq!(reasons(&r)["app"], reason, "{name}: {r}");
+        assert_eq!(r["warnings"].is_array(), warned, "{name}: {r}");
+        assert!(r.to_string().contains(mention), "{name}: {r}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_only_after_the_cluster_state_synced() {
     let env = Env::start(Options::default()).await;
