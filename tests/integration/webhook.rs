@@ -260,6 +260,28 @@ async fn objects_created_in_the_same_apply_are_confirmed_live() {
     api.release_watches();
 }
 
+/// The name-only Secret watch sees a new pull secret before the typed watch does: the stores then disagree
+/// (the name exists, no pull secret of that name), which once read as SecretInvalid for a valid
+/// dockerconfigjson Secret. The live read settles it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_seen_by_name_before_its_type_is_confirmed_live() {
+    let env = Env::start(Options { private: true, token: false }).await;
+    let api = cluster().await;
+    let wh = Webhook::start(&env.config(""), &api, &[]).await;
+    api.hold_typed_watches();
+    api.apply(json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": "racing-cred", "namespace": "production"},
+        "data": {".dockerconfigjson": support::dockerconfigjson_b64("registry.example.com", "alice", "alice-password")}}));
+    // Written to the name-only watch; the typed watches hold it back.
+    api.delivered(api.resource_version()).await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "r", "namespace": "production"},
+        "spec": {"imagePullSecrets": [{"name": "racing-cred"}],
+                 "containers": [{"name": "app", "image": "registry.example.com/private/app:1.0"}]}});
+    let r = wh.review(&create_review("r", &pod)).await;
+    assert_eq!((reasons(&r)["app"].as_str(), &r["allowed"]), ("Ok", &json!(true)), "{r}");
+    api.release_watches();
+}
+
 /// When the API server cannot answer the live read within the review's time, a verdict that rests only on the
 /// stores is not given: the pod is admitted with a warning that says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

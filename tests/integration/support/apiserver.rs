@@ -6,6 +6,9 @@
 //!
 //! [`ApiServer::hold_watches`] reproduces watch lag: while held, objects are stored and visible to lists (a
 //! consistent read, as from etcd) but no watch event is delivered; releasing delivers them in order.
+//! [`ApiServer::hold_typed_watches`] holds only watches selected by `type=` (pullguard's typed Secret
+//! watches), so the name-only Secret watch runs ahead of them; [`ApiServer::delivered`] waits until an event
+//! was written to such a watch.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,8 +42,10 @@ pub struct ApiServer {
     pub requests: Arc<Mutex<Vec<String>>>,
     /// While true, list requests wait: the cluster looks slow to sync.
     pub hold_lists: Arc<std::sync::atomic::AtomicBool>,
-    /// While true, watch events wait (lists do not): see the module docs.
-    held: tokio::sync::watch::Sender<bool>,
+    /// Which watch events wait (lists do not): see the module docs.
+    held: tokio::sync::watch::Sender<Hold>,
+    /// Resource versions written to watches that select no `type=`.
+    untyped_delivered: tokio::sync::watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -82,8 +87,10 @@ impl ApiServer {
         let (events, _) = broadcast::channel(1024);
         let requests: Arc<Mutex<Vec<String>>> = Arc::default();
         let hold_lists: Arc<std::sync::atomic::AtomicBool> = Arc::default();
-        let (held, _) = tokio::sync::watch::channel(false);
+        let (held, _) = tokio::sync::watch::channel(Hold::None);
+        let (untyped_delivered, _) = tokio::sync::watch::channel(0);
         let (st, ev, rq, hold, h) = (state.clone(), events.clone(), requests.clone(), hold_lists.clone(), held.clone());
+        let delivered = untyped_delivered.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
@@ -95,21 +102,40 @@ impl ApiServer {
                     requests: rq.clone(),
                     hold: hold.clone(),
                     held: h.subscribe(),
+                    delivered: delivered.clone(),
                 };
                 tokio::spawn(serve_connection(sock, c));
             }
         });
-        Self { addr, state, events, requests, hold_lists, held, task }
+        Self { addr, state, events, requests, hold_lists, held, untyped_delivered, task }
     }
 
     /// Holds back every watch event from now on (watch lag, as behind a lagging API server of an HA pair).
     pub fn hold_watches(&self) {
-        self.held.send_replace(true);
+        self.held.send_replace(Hold::All);
+    }
+
+    /// Holds back the events of watches selected by `type=` only: the name-only Secret watch sees a new Secret
+    /// before the typed one does, as the issue measured through real API servers.
+    pub fn hold_typed_watches(&self) {
+        self.held.send_replace(Hold::Typed);
     }
 
     /// Delivers the held events, in order, and stops holding.
     pub fn release_watches(&self) {
-        self.held.send_replace(false);
+        self.held.send_replace(Hold::None);
+    }
+
+    /// Waits until the event of resource version `rv` (or a later one) was written to a watch without a `type=`
+    /// selector.
+    pub async fn delivered(&self, rv: u64) {
+        let mut rx = self.untyped_delivered.subscribe();
+        let _ = rx.wait_for(|d| *d >= rv).await;
+    }
+
+    /// The resource version of the last change.
+    pub fn resource_version(&self) -> u64 {
+        self.state.lock().unwrap().rv
     }
 
     /// Creates or replaces an object (it must carry apiVersion, kind and metadata.name).
@@ -167,11 +193,21 @@ struct Conn {
     events: broadcast::Sender<Event>,
     requests: Arc<Mutex<Vec<String>>>,
     hold: Arc<std::sync::atomic::AtomicBool>,
-    held: tokio::sync::watch::Receiver<bool>,
+    held: tokio::sync::watch::Receiver<Hold>,
+    delivered: tokio::sync::watch::Sender<u64>,
+}
+
+/// Which watches hold their events back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hold {
+    None,
+    All,
+    /// Only watches whose field selector names a `type=`.
+    Typed,
 }
 
 async fn serve_connection(sock: tokio::net::TcpStream, c: Conn) {
-    let Conn { state, events, requests, hold, mut held } = c;
+    let Conn { state, events, requests, hold, mut held, delivered } = c;
     let (read, mut write) = sock.into_split();
     let mut reader = BufReader::new(read);
     loop {
@@ -226,14 +262,19 @@ async fn serve_connection(sock: tokio::net::TcpStream, c: Conn) {
                 let line = format!("{}\n", json!({"type": e.kind, "object": shape(&e.object)}));
                 format!("{:x}\r\n{line}\r\n", line.len())
             };
+            let typed = selector.as_deref().is_some_and(|s| s.contains("type="));
+            let free = move |h: &Hold| *h == Hold::None || (*h == Hold::Typed && !typed);
             let backlog: Vec<&Event> = backlog.iter().filter(|e| matches(selector.as_deref(), &e.object)).collect();
-            if !backlog.is_empty() && held.wait_for(|h| !h).await.is_err() {
+            if !backlog.is_empty() && held.wait_for(free).await.is_err() {
                 return;
             }
             for e in backlog {
                 last = last.max(e.rv);
                 if write.write_all(send(e).as_bytes()).await.is_err() {
                     return;
+                }
+                if !typed {
+                    delivered.send_modify(|d| *d = (*d).max(e.rv));
                 }
             }
             let deadline = tokio::time::sleep(Duration::from_secs(timeout));
@@ -243,9 +284,12 @@ async fn serve_connection(sock: tokio::net::TcpStream, c: Conn) {
                     _ = &mut deadline => break,
                     e = rx.recv() => match e {
                         Ok(e) if e.rv > last && e.resource == resource && matches(selector.as_deref(), &e.object) => {
-                            if held.wait_for(|h| !h).await.is_err() { return; }
+                            if held.wait_for(free).await.is_err() { return; }
                             last = e.rv;
                             if write.write_all(send(&e).as_bytes()).await.is_err() { return; }
+                            if !typed {
+                                delivered.send_modify(|d| *d = (*d).max(e.rv));
+                            }
                         }
                         Ok(_) => {}
                         Err(broadcast::error::RecvError::Lagged(_)) => {}
