@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::cache::CacheSettings;
 use crate::credentials::DockerConfig;
+use crate::credentials::provider::Providers;
 use crate::platform::Platform;
 use crate::policy::Mode;
 use crate::registry::EndpointSettings;
@@ -27,6 +28,21 @@ pub struct FileConfig {
     /// Budget for all lookups of one container, e.g. `4s`, `500ms`.
     pub lookup_timeout: Option<DurationStr>,
     pub cache: Option<CacheConfig>,
+    /// The kubelet's credential provider plugins: its `CredentialProviderConfig` file and plugin directory.
+    pub credential_providers: Option<CredentialProvidersConfig>,
+    /// Registries the nodes sign in to by means pullguard cannot reproduce (instance roles): `matchImages`
+    /// globs. A credentials failure there is a warning, not a deny.
+    #[serde(default)]
+    pub node_authenticated: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CredentialProvidersConfig {
+    /// The file the kubelet reads with `--image-credential-provider-config`, unchanged.
+    pub config: PathBuf,
+    /// The kubelet's `--image-credential-provider-bin-dir`.
+    pub bin_dir: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +138,12 @@ pub enum ConfigError {
     NodeCredentials { path: String, message: String },
     #[error("platforms: the list is empty; name at least one, e.g. linux/amd64")]
     NoPlatforms,
+    #[error(transparent)]
+    Providers(#[from] crate::credentials::provider::ProviderConfigError),
+    #[error(
+        "config file {path}: nodeAuthenticated: {pattern:?} is not a valid image match (no scheme, globs only in the host)"
+    )]
+    NodeAuthenticated { path: String, pattern: String },
 }
 
 /// The configuration the engine runs with.
@@ -135,6 +157,8 @@ pub struct Config {
     pub blocked_networks: Vec<IpNet>,
     pub lookup_timeout: Duration,
     pub cache: CacheSettings,
+    pub providers: Providers,
+    pub node_authenticated: Vec<String>,
 }
 
 pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(4);
@@ -150,6 +174,8 @@ impl Default for Config {
             blocked_networks: DEFAULT_BLOCKED.iter().map(|s| s.parse().expect("default networks parse")).collect(),
             lookup_timeout: DEFAULT_LOOKUP_TIMEOUT,
             cache: CacheSettings::default(),
+            providers: Providers::default(),
+            node_authenticated: vec![],
         }
     }
 }
@@ -183,6 +209,8 @@ impl Config {
             blocked_networks,
             lookup_timeout,
             cache,
+            credential_providers,
+            node_authenticated,
         } = file;
         let mut cfg = Self::default();
         if let Some(m) = mode {
@@ -236,6 +264,13 @@ impl Config {
         if let Some(b) = blocked_networks {
             cfg.blocked_networks = b;
         }
+        if let Some(CredentialProvidersConfig { config, bin_dir }) = credential_providers {
+            cfg.providers = Providers::load(&base.join(config), &base.join(bin_dir))?;
+        }
+        if let Some(p) = node_authenticated.iter().find(|p| !crate::credentials::provider::valid_match_image(p)) {
+            return Err(ConfigError::NodeAuthenticated { path: path.into(), pattern: p.clone() });
+        }
+        cfg.node_authenticated = node_authenticated;
         if let Some(t) = lookup_timeout {
             cfg.lookup_timeout = t.0.max(Duration::from_millis(10));
         }

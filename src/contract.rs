@@ -12,6 +12,9 @@ use crate::workload::{ContainerType, ObjectRef};
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct CredentialRef {
     pub secret: Option<String>,
+    /// The kubelet credential provider plugin that gave it (`secret` is then null).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
     pub key: String,
 }
 

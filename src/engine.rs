@@ -7,7 +7,8 @@ use std::time::Duration;
 use crate::cache::CachedRegistry;
 use crate::cluster::{ClusterView, SecretProblem, pod_credentials};
 use crate::contract::{ContainerResult, CredentialRef};
-use crate::credentials::{Candidate, Keyring};
+use crate::credentials::provider::{PodIdentity, ProviderOutcome, Providers};
+use crate::credentials::{Candidate, Keyring, Source};
 use crate::platform::Platform;
 use crate::policy::{self, Decision, Evaluation, LookupOutcome, Mode, PolicySettings};
 use crate::reference::Reference;
@@ -23,6 +24,10 @@ pub struct EngineSettings {
     pub platforms: Vec<Platform>,
     /// Budget for all lookups of one container.
     pub deadline: Duration,
+    /// The kubelet's credential provider plugins.
+    pub providers: Providers,
+    /// `nodeAuthenticated` patterns.
+    pub node_authenticated: Vec<String>,
 }
 
 /// The engine. `registry` is `None` offline.
@@ -75,18 +80,13 @@ impl<R: Registry> Engine<R> {
         let ns = &w.object.namespace;
         let creds = pod_credentials(&w.spec, ns, view);
         let landing = Landing::of_workload(w, nodes.unwrap_or(&self.configured));
+        let sa_name = w.spec.service_account();
+        let sa_annotations = view.service_account_annotations(ns, sa_name);
+        let identity = PodIdentity { namespace: ns, name: sa_name, annotations: sa_annotations.as_ref() };
         let futures = w.containers().into_iter().filter(|c| select(c.kind, c.name)).map(|c| {
             let image = c.image.unwrap_or_default().to_string();
             let reference = Reference::parse(&image);
-            let candidates: Vec<Candidate> = match &reference {
-                Ok(r) => {
-                    let repo = r.repository();
-                    let mut v = creds.keyring.lookup(&repo);
-                    v.extend(self.node_keyring.lookup(&repo));
-                    v
-                }
-                Err(_) => vec![],
-            };
+            let repo = reference.as_ref().map(Reference::repository).ok();
             let never = c.pull_policy == Some("Never");
             let mut eval = Evaluation {
                 image,
@@ -95,15 +95,43 @@ impl<R: Registry> Engine<R> {
                 namespace: ns.clone(),
                 service_account: creds.service_account.clone(),
                 secret_problems: creds.problems.clone(),
-                candidates: candidates.iter().map(Candidate::info).collect(),
+                candidates: vec![],
                 lookup: LookupOutcome::NotDone,
                 landing: landing.clone(),
+                providers: vec![],
+                node_authenticated: repo
+                    .as_deref()
+                    .is_some_and(|r| self.settings.node_authenticated.iter().any(|p| Providers::image_matches(p, r))),
             };
             let object = w.object.clone();
             // The kubelet fails such a pod before any pull: nothing to look up.
             let pod_fails = eval.secret_problems.iter().any(SecretProblem::fails_every_pull);
+            let looked_up = self.registry.is_some() && !never && !pod_fails;
+            let (creds, identity) = (&creds, &identity);
             async move {
-                if let (Ok(r), false, false) = (&eval.reference, eval.pull_policy_never, pod_fails) {
+                // The kubelet's order: the pod's keyring, then one node keyring of the node's config.json and
+                // every provider's answer for this image (`providersDockerKeyring`), sorted together.
+                let mut node = self.node_keyring.clone();
+                if let (Some(repo), true) = (&repo, looked_up && !self.settings.providers.is_empty()) {
+                    let end = tokio::time::Instant::now() + self.settings.deadline;
+                    let end = deadline.map_or(end, |d| d.min(end));
+                    for outcome in self.settings.providers.provide(repo, Some(identity), end).await {
+                        if let ProviderOutcome::Credentials { provider, config } = &outcome {
+                            node.add(&Source::Provider { name: provider.clone() }, config);
+                        }
+                        eval.providers.push(outcome.report());
+                    }
+                }
+                let candidates: Vec<Candidate> = match &repo {
+                    Some(repo) => {
+                        let mut v = creds.keyring.lookup(repo);
+                        v.extend(node.lookup(repo));
+                        v
+                    }
+                    None => vec![],
+                };
+                eval.candidates = candidates.iter().map(Candidate::info).collect();
+                if let (Ok(r), true) = (&eval.reference, looked_up) {
                     eval.lookup = self.lookup(r, &candidates, deadline).await;
                 }
                 let d = policy::decide(&eval, &policy);
@@ -196,7 +224,11 @@ fn to_result(
         credentials: e
             .candidates
             .iter()
-            .map(|c| CredentialRef { secret: c.source.secret_name(), key: c.key.clone() })
+            .map(|c| CredentialRef {
+                secret: c.source.secret_name(),
+                provider: c.source.provider_name().map(str::to_string),
+                key: c.key.clone(),
+            })
             .collect(),
         credential_used: used,
     }

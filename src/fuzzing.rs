@@ -136,6 +136,8 @@ fn fixture() -> &'static Fixture {
             policy: PolicySettings::default(),
             platforms: vec![Platform::new("linux", "amd64", None)],
             deadline: std::time::Duration::from_secs(1),
+            providers: Default::default(),
+            node_authenticated: vec![],
         };
         let (cache, reg) = (registry.stats(), Arc::default());
         let engine = Arc::new(Engine::new(Some(registry), Keyring::default(), settings));

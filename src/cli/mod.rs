@@ -48,6 +48,13 @@ pub struct EngineArgs {
     /// Node platform(s) of the cluster, OS/ARCH[/VARIANT]; repeatable. Overrides the config file.
     #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
     pub platforms: Vec<crate::platform::Platform>,
+    /// The kubelet's CredentialProviderConfig file (`--image-credential-provider-config`). Overrides the
+    /// config file; needs --credential-provider-bin-dir.
+    #[arg(long, value_name = "FILE", requires = "credential_provider_bin_dir")]
+    pub credential_provider_config: Option<PathBuf>,
+    /// The kubelet's plugin directory (`--image-credential-provider-bin-dir`).
+    #[arg(long, value_name = "DIR", requires = "credential_provider_config")]
+    pub credential_provider_bin_dir: Option<PathBuf>,
 }
 
 /// Loads the configuration and applies command-line overrides.
@@ -58,6 +65,9 @@ pub fn load_config(args: &EngineArgs) -> anyhow::Result<Config> {
     }
     if !args.platforms.is_empty() {
         cfg.platforms = args.platforms.clone();
+    }
+    if let (Some(config), Some(bin_dir)) = (&args.credential_provider_config, &args.credential_provider_bin_dir) {
+        cfg.providers = crate::credentials::provider::Providers::load(config, bin_dir)?;
     }
     Ok(cfg)
 }
@@ -81,6 +91,8 @@ pub fn build_engine(cfg: &Config, offline: bool) -> anyhow::Result<Engine<Regist
         policy: PolicySettings { mode: cfg.mode, fail_closed: cfg.fail_closed },
         platforms: cfg.platforms.clone(),
         deadline: cfg.lookup_timeout,
+        providers: cfg.providers.clone(),
+        node_authenticated: cfg.node_authenticated.clone(),
     };
     Ok(Engine::new(registry, node_keyring, settings))
 }

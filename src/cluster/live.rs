@@ -285,6 +285,11 @@ impl ClusterView for LiveCluster {
         Some(sa.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect())
     }
 
+    fn service_account_annotations(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
+        let sa = self.service_accounts.get(&ObjectRef::new(name).within(namespace))?;
+        Some(sa.metadata.annotations.clone().unwrap_or_default())
+    }
+
     fn secrets_visible(&self) -> bool {
         self.read_secrets
     }

@@ -28,6 +28,11 @@ pub trait ClusterView: Send + Sync {
     fn secret_elsewhere(&self, namespace: &str, name: &str) -> Vec<String>;
     /// The pull-secret names of a ServiceAccount, if it is known.
     fn service_account_pull_secrets(&self, namespace: &str, name: &str) -> Option<Vec<String>>;
+    /// A ServiceAccount's annotations (credential providers in service-account-token mode read them);
+    /// `None` when the ServiceAccount is not known.
+    fn service_account_annotations(&self, _namespace: &str, _name: &str) -> Option<BTreeMap<String, String>> {
+        None
+    }
     /// False when secrets are deliberately not read (node credentials only): a named secret is then unknown,
     /// not missing.
     fn secrets_visible(&self) -> bool {
@@ -129,6 +134,11 @@ impl ClusterView for ConfirmedView<'_> {
         }
     }
 
+    /// From the store: a ServiceAccount the live read found but the store lacks is taken as unknown here.
+    fn service_account_annotations(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
+        self.store.service_account_annotations(namespace, name)
+    }
+
     fn secrets_visible(&self) -> bool {
         self.store.secrets_visible()
     }
@@ -139,6 +149,7 @@ impl ClusterView for ConfirmedView<'_> {
 pub struct Snapshot {
     secrets: BTreeMap<(String, String), SecretData>,
     service_accounts: BTreeMap<(String, String), Vec<String>>,
+    service_account_annotations: BTreeMap<(String, String), BTreeMap<String, String>>,
     namespace_modes: BTreeMap<String, String>,
 }
 
@@ -178,6 +189,12 @@ impl Snapshot {
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(|s| s.get("name").and_then(Value::as_str)).map(str::to_string).collect())
                 .unwrap_or_default();
+            let annotations = meta
+                .and_then(|m| m.get("annotations"))
+                .and_then(Value::as_object)
+                .map(|a| a.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+                .unwrap_or_default();
+            self.service_account_annotations.insert((namespace.clone(), name.clone()), annotations);
             self.service_accounts.insert((namespace, name), names);
             return Ok(true);
         }
@@ -229,6 +246,10 @@ impl ClusterView for Snapshot {
 
     fn service_account_pull_secrets(&self, namespace: &str, name: &str) -> Option<Vec<String>> {
         self.service_accounts.get(&(namespace.to_string(), name.to_string())).cloned()
+    }
+
+    fn service_account_annotations(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
+        self.service_account_annotations.get(&(namespace.to_string(), name.to_string())).cloned()
     }
 }
 

@@ -36,7 +36,7 @@ struct Entry {
 }
 
 /// A parsed dockerconfig: key → credential, in key order.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DockerConfig(pub Vec<(String, Credential)>);
 
 impl DockerConfig {

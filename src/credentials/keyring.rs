@@ -84,7 +84,7 @@ fn is_default_registry_match(image: &str) -> bool {
 
 /// The kubelet's `URLsMatch`: same port, same number of host labels, each label a glob match (case-sensitive,
 /// as `filepath.Match` is), and the key's path a prefix of the image's path.
-fn urls_match(glob: &str, target: &str) -> bool {
+pub(super) fn urls_match(glob: &str, target: &str) -> bool {
     fn split(s: &str) -> (&str, &str) {
         s.find('/').map_or((s, ""), |i| s.split_at(i))
     }

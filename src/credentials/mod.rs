@@ -8,6 +8,7 @@
 
 mod dockerconfig;
 mod keyring;
+pub mod provider;
 
 use std::fmt;
 
@@ -48,13 +49,23 @@ pub enum Source {
     Secret { namespace: String, name: String },
     /// Node-wide credentials (a docker config.json on the node).
     Node,
+    /// A kubelet credential provider plugin, by its configured name.
+    Provider { name: String },
 }
 
 impl Source {
     pub fn secret_name(&self) -> Option<String> {
         match self {
             Source::Secret { namespace, name } => Some(format!("{namespace}/{name}")),
-            Source::Node => None,
+            Source::Node | Source::Provider { .. } => None,
+        }
+    }
+
+    /// The credential provider plugin it came from.
+    pub fn provider_name(&self) -> Option<&str> {
+        match self {
+            Source::Provider { name } => Some(name),
+            _ => None,
         }
     }
 }

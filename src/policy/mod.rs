@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::cache::Facts;
 use crate::cluster::SecretProblem;
 use crate::credentials::CandidateInfo;
+use crate::credentials::provider::ProviderReport;
 use crate::platform::{Platform, PlatformFit, fit};
 use crate::reference::{Reference, ReferenceError};
 use crate::registry::{Failure, TimeLimit, fmt_duration};
@@ -58,12 +59,15 @@ pub enum Reason {
     SecretNotFound,
     SecretInOtherNamespace,
     SecretInvalid,
+    CredentialProviderFailed,
+    NodeCredentialsUnverified,
+    ServiceAccountAnnotationMissing,
     PullPolicyNever,
     NotChecked,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 22] = [
         Reason::Ok,
         Reason::InvalidReference,
         Reason::RepositoryNotFound,
@@ -81,6 +85,9 @@ impl Reason {
         Reason::SecretNotFound,
         Reason::SecretInOtherNamespace,
         Reason::SecretInvalid,
+        Reason::CredentialProviderFailed,
+        Reason::NodeCredentialsUnverified,
+        Reason::ServiceAccountAnnotationMissing,
         Reason::PullPolicyNever,
         Reason::NotChecked,
     ];
@@ -105,6 +112,9 @@ impl Reason {
             Reason::SecretNotFound => "SecretNotFound",
             Reason::SecretInOtherNamespace => "SecretInOtherNamespace",
             Reason::SecretInvalid => "SecretInvalid",
+            Reason::CredentialProviderFailed => "CredentialProviderFailed",
+            Reason::NodeCredentialsUnverified => "NodeCredentialsUnverified",
+            Reason::ServiceAccountAnnotationMissing => "ServiceAccountAnnotationMissing",
             Reason::PullPolicyNever => "PullPolicyNever",
             Reason::NotChecked => "NotChecked",
         }
@@ -134,6 +144,16 @@ impl Reason {
             Reason::SecretNotFound => "A pull secret the pod names does not exist.",
             Reason::SecretInOtherNamespace => "A pull secret the pod names exists only in another namespace.",
             Reason::SecretInvalid => "A pull secret the pod names cannot be used.",
+            Reason::CredentialProviderFailed => {
+                "A kubelet credential provider plugin failed, so the node's credentials were not checked."
+            }
+            Reason::NodeCredentialsUnverified => {
+                "The registry wants credentials the nodes may have but pullguard cannot check (instance role, \
+                 the pod's own identity)."
+            }
+            Reason::ServiceAccountAnnotationMissing => {
+                "The pod's ServiceAccount lacks an annotation its node's credential provider requires."
+            }
             Reason::PullPolicyNever => "imagePullPolicy: Never; the image is never pulled.",
             Reason::NotChecked => "Offline: the image was not looked up.",
         }
@@ -198,6 +218,10 @@ pub struct Evaluation {
     pub lookup: LookupOutcome,
     /// Where the pod can land: node selector, affinity and tolerations against the node inventory.
     pub landing: Landing,
+    /// What the kubelet's credential provider plugins said for this image, in configuration order.
+    pub providers: Vec<ProviderReport>,
+    /// The image is on a `nodeAuthenticated` registry.
+    pub node_authenticated: bool,
 }
 
 /// The verdict for one container, with what to do about it. Every face renders from these fields: the
@@ -240,10 +264,83 @@ fn decision(verdict: Verdict, reason: Reason, problem: String, fix: Option<Strin
 /// Judges one container.
 pub fn decide(e: &Evaluation, settings: &PolicySettings) -> Decision {
     let mut d = decide_enforcing(e, settings);
+    if matches!(d.reason, Reason::CredentialsMissing | Reason::CredentialsRejected) {
+        d = node_credentials(e, d);
+    }
     if settings.mode == Mode::Warn && d.verdict == Verdict::Deny {
         d.verdict = Verdict::Warn;
     }
     d
+}
+
+/// A credentials failure the node may not have: its credential providers failed here, or sign in with the
+/// pod's own identity or the node's instance role, which pullguard cannot reproduce. Then it is a warning
+/// that says so, never a deny — except where the kubelet itself would skip the provider.
+fn node_credentials(e: &Evaluation, d: Decision) -> Decision {
+    let was = format!("{} ({})", d.problem.trim_end_matches('.'), d.reason);
+    for p in &e.providers {
+        if let ProviderReport::AnnotationMissing { provider, service_account, annotation } = p {
+            return decision(
+                Verdict::Deny,
+                Reason::ServiceAccountAnnotationMissing,
+                format!(
+                    "{was}. The node's credential provider {provider} signs in with the pod's ServiceAccount, but \
+                     {service_account} lacks the annotation {annotation:?} the provider requires, so the kubelet \
+                     does not run it for this pod."
+                ),
+                Some(format!(
+                    "annotate the ServiceAccount: kubectl annotate serviceaccount -n {} {} {annotation}=... (the \
+                     value your cloud's identity binding expects).",
+                    service_account.split('/').next().unwrap_or_default(),
+                    service_account.split('/').nth(1).unwrap_or_default()
+                )),
+            );
+        }
+    }
+    for p in &e.providers {
+        if let ProviderReport::Failed { provider, failure } = p {
+            return decision(
+                Verdict::Warn,
+                Reason::CredentialProviderFailed,
+                format!(
+                    "{was}. The credential provider {provider} failed here ({failure}), so the node's credentials \
+                     for this registry were not checked."
+                ),
+                Some(format!(
+                    "check the plugin: run it with a CredentialProviderRequest on stdin (as the kubelet does), and \
+                     the identity it uses (the webhook's ServiceAccount) for read access to {}.",
+                    e.reference.as_ref().map(|r| r.domain.clone()).unwrap_or_default()
+                )),
+            );
+        }
+    }
+    let needs_identity = e.providers.iter().find_map(|p| match p {
+        ProviderReport::NeedsPodIdentity { provider, service_account } => Some((provider, service_account)),
+        _ => None,
+    });
+    let answered = e.providers.iter().any(|p| matches!(p, ProviderReport::Answered { .. }));
+    let why = match needs_identity {
+        Some((provider, sa)) => format!(
+            "the node's credential provider {provider} signs in with a token of the pod's ServiceAccount {sa}, \
+             which pullguard does not mint, so the image was checked without the pod's own identity"
+        ),
+        None if e.node_authenticated && !answered => {
+            "the nodes sign in to this registry by means pullguard cannot reproduce (nodeAuthenticated: an \
+             instance role or workload identity), so their credentials were not checked"
+                .to_string()
+        }
+        None => return d,
+    };
+    decision(
+        Verdict::Warn,
+        Reason::NodeCredentialsUnverified,
+        format!("{was}; {why}."),
+        Some(
+            "nothing to change if the nodes can read this repository; otherwise grant the node role pull \
+             access, or add an imagePullSecret. Configure credentialProviders as on the nodes for a full check."
+                .into(),
+        ),
+    )
 }
 
 fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
@@ -664,7 +761,7 @@ fn credentials_rejected(e: &Evaluation, r: &Reference, failure: &Failure, reject
     let fix = if fix.is_empty() {
         let secret = rejected.iter().find_map(|(i, _)| match &e.candidates[*i].source {
             crate::credentials::Source::Secret { name, .. } => Some(name.clone()),
-            crate::credentials::Source::Node => None,
+            _ => None,
         });
         refresh = match secret {
             Some(name) => format!(
@@ -741,9 +838,12 @@ fn secret_problem_text(p: &SecretProblem, ns: &str, sa: Option<&str>) -> (Reason
 }
 
 fn describe_candidate(c: &CandidateInfo) -> String {
-    match c.source.secret_name() {
-        Some(s) => format!("secret {s} (key {})", c.key),
-        None => format!("node credentials (key {})", c.key),
+    match (&c.source, c.source.secret_name()) {
+        (_, Some(s)) => format!("secret {s} (key {})", c.key),
+        (crate::credentials::Source::Provider { name }, None) => {
+            format!("credential provider {name} (key {})", c.key)
+        }
+        _ => format!("node credentials (key {})", c.key),
     }
 }
 

@@ -16,6 +16,8 @@ fn eval(image: &str, lookup: LookupOutcome) -> Evaluation {
         candidates: vec![],
         lookup,
         landing: Landing::Nodes(vec!["linux/amd64".parse().unwrap()]),
+        providers: vec![],
+        node_authenticated: false,
     }
 }
 
@@ -60,6 +62,9 @@ fn reason_codes_are_pinned() {
         (Reason::SecretNotFound, "SecretNotFound"),
         (Reason::SecretInOtherNamespace, "SecretInOtherNamespace"),
         (Reason::SecretInvalid, "SecretInvalid"),
+        (Reason::CredentialProviderFailed, "CredentialProviderFailed"),
+        (Reason::NodeCredentialsUnverified, "NodeCredentialsUnverified"),
+        (Reason::ServiceAccountAnnotationMissing, "ServiceAccountAnnotationMissing"),
         (Reason::PullPolicyNever, "PullPolicyNever"),
         (Reason::NotChecked, "NotChecked"),
     ];
@@ -427,5 +432,82 @@ fn a_pinned_pod_is_judged_against_the_platform_it_asks_for() {
         let d = decide(&e, &PolicySettings::default());
         assert_eq!((d.verdict, d.reason), (verdict, reason), "{name}: {}", d.message());
         assert!(d.message().contains(mention), "{name}: {}", d.message());
+    }
+}
+
+/// A credentials failure on a registry the nodes may read by their own means: a warning that says why, never a
+/// deny — unless the kubelet itself skips the provider (a required ServiceAccount annotation is missing).
+#[test]
+fn node_credentials_pullguard_cannot_see_warn_instead_of_deny() {
+    use crate::credentials::provider::{ProviderFailure, ProviderReport};
+    let unauthorized = || failed(Failure::Unauthorized { credential_sent: false, status: 401, detail: "401".into() });
+    let with = |providers: Vec<ProviderReport>, node_authenticated: bool| {
+        let mut e = eval("123.dkr.ecr.us-east-1.amazonaws.com/team/app:1", unauthorized());
+        e.providers = providers;
+        e.node_authenticated = node_authenticated;
+        e
+    };
+    let failed_provider = ProviderReport::Failed {
+        provider: "ecr-credential-provider".into(),
+        failure: ProviderFailure::Exit { status: "exit status: 1".into() },
+    };
+    let answered = ProviderReport::Answered { provider: "ecr-credential-provider".into() };
+    let identity =
+        ProviderReport::NeedsPodIdentity { provider: "acr".into(), service_account: "production/app".into() };
+    let annotation = ProviderReport::AnnotationMissing {
+        provider: "acr".into(),
+        service_account: "production/app".into(),
+        annotation: "azure.workload.identity/client-id".into(),
+    };
+    // (case, evaluation, verdict, reason, the message mentions)
+    let cases = [
+        (
+            "no provider, not node-authenticated",
+            with(vec![], false),
+            Verdict::Deny,
+            Reason::CredentialsMissing,
+            "requires credentials",
+        ),
+        (
+            "nodeAuthenticated",
+            with(vec![], true),
+            Verdict::Warn,
+            Reason::NodeCredentialsUnverified,
+            "nodeAuthenticated",
+        ),
+        (
+            "a provider answered and was refused",
+            with(vec![answered], true),
+            Verdict::Deny,
+            Reason::CredentialsMissing,
+            "requires",
+        ),
+        (
+            "the provider failed",
+            with(vec![failed_provider], false),
+            Verdict::Warn,
+            Reason::CredentialProviderFailed,
+            "exit status: 1",
+        ),
+        (
+            "token mode",
+            with(vec![identity], false),
+            Verdict::Warn,
+            Reason::NodeCredentialsUnverified,
+            "without the pod's own identity",
+        ),
+        (
+            "annotation missing",
+            with(vec![annotation], true),
+            Verdict::Deny,
+            Reason::ServiceAccountAnnotationMissing,
+            "azure.workload.identity/client-id",
+        ),
+    ];
+    for (name, e, verdict, reason, mention) in cases {
+        let d = decide(&e, &PolicySettings::default());
+        assert_eq!((d.verdict, d.reason), (verdict, reason), "{name}: {}", d.message());
+        assert!(d.message().contains(mention), "{name}: {}", d.message());
+        assert!(d.message().contains("Fix:"), "{name}: {}", d.message());
     }
 }

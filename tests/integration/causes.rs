@@ -256,7 +256,13 @@ async fn private_ca_must_be_configured_or_skipped() {
             bad_ca.display()
         ),
     );
-    let args = pullguard::cli::EngineArgs { config: Some(cfg), mode: None, platforms: vec![] };
+    let args = pullguard::cli::EngineArgs {
+        config: Some(cfg),
+        mode: None,
+        platforms: vec![],
+        credential_provider_config: None,
+        credential_provider_bin_dir: None,
+    };
     let loaded = pullguard::cli::load_config(&args).unwrap();
     let err = pullguard::cli::build_engine(&loaded, false).err().expect("a bad CA is refused");
     assert!(format!("{err:#}").contains("registry.example.com"), "{err:#}");

@@ -11,6 +11,7 @@ mod faults;
 mod fuzz_corpus;
 mod hardening;
 mod layering;
+mod providers;
 mod webhook;
 
 /// The webhook tests' cluster, shared with the drills.

@@ -109,7 +109,13 @@ pub const CLOSED_PORT: u16 = 9;
 
 pub fn engine_from(config: &Path) -> Engine<RegistryClient> {
     install_crypto();
-    let args = pullguard::cli::EngineArgs { config: Some(config.to_path_buf()), mode: None, platforms: vec![] };
+    let args = pullguard::cli::EngineArgs {
+        config: Some(config.to_path_buf()),
+        mode: None,
+        platforms: vec![],
+        credential_provider_config: None,
+        credential_provider_bin_dir: None,
+    };
     let cfg = pullguard::cli::load_config(&args).unwrap();
     pullguard::cli::build_engine(&cfg, false).unwrap()
 }
