@@ -230,3 +230,34 @@ async fn check_takes_the_kubelets_provider_flags() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("fake-ecr") && run.stderr.contains("no plugin binary"), "{}", run.stderr);
 }
+
+/// `serve` runs the same plugins for the same verdicts as `check`, and at trace level logs neither what a
+/// plugin answered nor what it printed when it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_agrees_and_never_logs_a_plugins_answer() {
+    use crate::support::webhook::{Webhook, create_review, reasons};
+    let env = Env::start(Options { private: false, token: true }).await;
+    let api = crate::webhook_cluster().await;
+    let (docs, _) = pullguard::input::load(&[manifests()]);
+    for d in docs.iter().filter(|d| d.value["kind"] == "ServiceAccount") {
+        api.apply(d.value.clone());
+    }
+    let ecr_app = docs.iter().find(|d| d.value["metadata"]["name"] == "ecr-app").unwrap().value.clone();
+    for (mode, want) in [("ok", "Ok"), ("fail", "CredentialProviderFailed"), ("garbage", "CredentialProviderFailed")] {
+        let cfg = env.config(&(ecr_route(&env) + &providers(&env, &[("FAKE_MODE", mode)], "")));
+        let wh = Webhook::spawn(&cfg, &api, &[], "trace");
+        wh.wait_ready().await;
+        let r = wh.review(&create_review(mode, &ecr_app)).await;
+        assert_eq!(reasons(&r)["private"], want, "{mode}: {r}");
+        assert_eq!(r["allowed"], true, "{mode}: never a deny: {r}");
+        // The same verdict from check, over the same files.
+        let (snap, workloads) = load(&[manifests()], "default");
+        let engine = crate::support::engine_from(&cfg);
+        let ecr: Vec<_> = workloads.into_iter().filter(|w| w.object.name == "ecr-app").collect();
+        let results = run_engine(&engine, &snap, &ecr).await;
+        assert_eq!(result(&results, "ecr-app", "private").reason.as_str(), want, "{mode}: check agrees");
+        let logs = wh.logs();
+        assert!(logs.len() > 1_000, "trace logging is on");
+        assert!(!logs.contains("alice-password"), "{mode}: a plugin's answer or output leaked");
+    }
+}
