@@ -13,6 +13,7 @@ use crate::platform::Platform;
 use crate::policy::Mode;
 use crate::registry::EndpointSettings;
 use crate::registry::guard::{DEFAULT_BLOCKED, IpNet};
+use crate::registry::mirrors::Mirrors;
 
 /// The config file, as written. Unknown fields are errors, so a typo never silently does nothing.
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +35,15 @@ pub struct FileConfig {
     /// globs. A credentials failure there is a warning, not a deny.
     #[serde(default)]
     pub node_authenticated: Vec<String>,
+    /// Mirrors as the nodes' container runtime resolves them.
+    pub mirrors: Option<MirrorsConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MirrorsConfig {
+    /// containerd's `config_path`: a tree of `<host>/hosts.toml` files, `_default` included.
+    pub containerd: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +149,8 @@ pub enum ConfigError {
     #[error("platforms: the list is empty; name at least one, e.g. linux/amd64")]
     NoPlatforms,
     #[error(transparent)]
+    Mirrors(#[from] crate::registry::mirrors::MirrorError),
+    #[error(transparent)]
     Providers(#[from] crate::credentials::provider::ProviderConfigError),
     #[error(
         "config file {path}: nodeAuthenticated: {pattern:?} is not a valid image match (no scheme, globs only in the host)"
@@ -159,6 +171,7 @@ pub struct Config {
     pub cache: CacheSettings,
     pub providers: Providers,
     pub node_authenticated: Vec<String>,
+    pub mirrors: Mirrors,
 }
 
 pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(4);
@@ -176,6 +189,7 @@ impl Default for Config {
             cache: CacheSettings::default(),
             providers: Providers::default(),
             node_authenticated: vec![],
+            mirrors: Mirrors::default(),
         }
     }
 }
@@ -211,6 +225,7 @@ impl Config {
             cache,
             credential_providers,
             node_authenticated,
+            mirrors,
         } = file;
         let mut cfg = Self::default();
         if let Some(m) = mode {
@@ -259,7 +274,10 @@ impl Config {
                 }
                 None => None,
             };
-            cfg.registries.insert(registry, EndpointSettings { endpoint: url, ca_pem, insecure_skip_verify });
+            cfg.registries.insert(
+                registry,
+                EndpointSettings { endpoint: url, ca_pem, insecure_skip_verify, override_path: false },
+            );
         }
         if let Some(b) = blocked_networks {
             cfg.blocked_networks = b;
@@ -271,6 +289,12 @@ impl Config {
             return Err(ConfigError::NodeAuthenticated { path: path.into(), pattern: p.clone() });
         }
         cfg.node_authenticated = node_authenticated;
+        if let Some(MirrorsConfig { containerd: Some(dir) }) = mirrors {
+            cfg.mirrors = Mirrors::load_containerd(&base.join(dir))?;
+            for (key, settings) in cfg.mirrors.endpoints() {
+                cfg.registries.insert(key.clone(), settings.clone());
+            }
+        }
         if let Some(t) = lookup_timeout {
             cfg.lookup_timeout = t.0.max(Duration::from_millis(10));
         }

@@ -44,6 +44,10 @@ pub struct ContainerResult {
     pub platforms: Vec<Platform>,
     pub credentials: Vec<CredentialRef>,
     pub credential_used: Option<usize>,
+    /// The host that served the image when mirrors are configured for its registry (`mirror https://…/`,
+    /// `upstream docker.io`), so "the mirror lacks it" is told from "it does not exist".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
 }
 
 impl ContainerResult {

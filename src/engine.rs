@@ -12,6 +12,7 @@ use crate::credentials::{Candidate, Keyring, Source};
 use crate::platform::Platform;
 use crate::policy::{self, Decision, Evaluation, LookupOutcome, Mode, PolicySettings};
 use crate::reference::Reference;
+use crate::registry::mirrors::Mirrors;
 use crate::registry::{Failure, Registry, TimeLimit};
 use crate::scheduling::{Inventory, Landing};
 use crate::workload::{ContainerType, ObjectRef, Workload};
@@ -28,6 +29,8 @@ pub struct EngineSettings {
     pub providers: Providers,
     /// `nodeAuthenticated` patterns.
     pub node_authenticated: Vec<String>,
+    /// Mirrors as the nodes' containerd resolves them.
+    pub mirrors: Mirrors,
 }
 
 /// The engine. `registry` is `None` offline.
@@ -99,6 +102,8 @@ impl<R: Registry> Engine<R> {
                 lookup: LookupOutcome::NotDone,
                 landing: landing.clone(),
                 providers: vec![],
+                served_by: None,
+                host_notes: vec![],
                 node_authenticated: repo
                     .as_deref()
                     .is_some_and(|r| self.settings.node_authenticated.iter().any(|p| Providers::image_matches(p, r))),
@@ -132,13 +137,70 @@ impl<R: Registry> Engine<R> {
                 };
                 eval.candidates = candidates.iter().map(Candidate::info).collect();
                 if let (Ok(r), true) = (&eval.reference, looked_up) {
-                    eval.lookup = self.lookup(r, &candidates, deadline).await;
+                    let walk = self.lookup_hosts(r, candidates, &creds.keyring, &node, deadline).await;
+                    eval.candidates = walk.candidates.iter().map(Candidate::info).collect();
+                    eval.lookup = walk.outcome;
+                    eval.served_by = walk.served_by;
+                    eval.host_notes = walk.notes;
                 }
                 let d = policy::decide(&eval, &policy);
                 to_result(object, c.name.to_string(), c.kind, c.field, &eval, d)
             }
         });
         futures_util::future::join_all(futures).await
+    }
+
+    /// Fetches as containerd does when a hosts.toml covers the registry: each host that may serve the
+    /// reference in order (mirrors, then the server), any failure moving on to the next; a mirror gets the
+    /// credentials keyed to the mirror's host. The last host's failure is the verdict's when none serves it.
+    async fn lookup_hosts(
+        &self,
+        r: &Reference,
+        candidates: Vec<Candidate>,
+        pod: &Keyring,
+        node: &Keyring,
+        deadline: Option<tokio::time::Instant>,
+    ) -> HostWalk {
+        let Some(hosts) = self.settings.mirrors.hosts(&r.domain) else {
+            let outcome = self.lookup(r, &candidates, deadline).await;
+            return HostWalk { outcome, candidates, served_by: None, notes: vec![] };
+        };
+        // `None`: the registry itself, as configured, when the file names no server.
+        let order: Vec<Option<&crate::registry::mirrors::Host>> =
+            hosts.for_reference(r.digest.is_some()).map(Some).chain((!hosts.has_server).then_some(None)).collect();
+        let mut notes = Vec::new();
+        let mut last = None;
+        for host in order {
+            let (target, cands, shown) = match host {
+                Some(h) => {
+                    let keyed = format!("{}/{}", h.credential_host, r.path);
+                    let mut c = pod.lookup(&keyed);
+                    c.extend(node.lookup(&keyed));
+                    let label = if h.server { "server" } else { "mirror" };
+                    (Reference { domain: h.key.clone(), ..r.clone() }, c, format!("{label} {}", h.url))
+                }
+                None => (r.clone(), candidates.clone(), format!("upstream {}", r.domain)),
+            };
+            let outcome = self.lookup(&target, &cands, deadline).await;
+            match &outcome {
+                LookupOutcome::Failed { failure, .. } => {
+                    notes.push(format!("{shown}: {failure}"));
+                    last = Some((outcome, cands));
+                }
+                _ => return HostWalk { outcome, candidates: cands, served_by: Some(shown), notes },
+            }
+        }
+        match last {
+            Some((outcome, candidates)) => {
+                // The last host's failure is the verdict; the notes say what the others answered.
+                notes.pop();
+                HostWalk { outcome, candidates, served_by: None, notes }
+            }
+            None => {
+                let outcome = self.lookup(r, &candidates, deadline).await;
+                HostWalk { outcome, candidates, served_by: None, notes }
+            }
+        }
     }
 
     /// Walks the candidates as the kubelet does (`kuberuntime_image.go` PullImage): with no matching credential,
@@ -193,6 +255,15 @@ impl<R: Registry> Engine<R> {
     }
 }
 
+/// What the walk over a registry's hosts found: the outcome, the candidates its indices refer to, the host
+/// that served the image, and what the hosts before it answered.
+struct HostWalk {
+    outcome: LookupOutcome,
+    candidates: Vec<Candidate>,
+    served_by: Option<String>,
+    notes: Vec<String>,
+}
+
 fn to_result(
     object: ObjectRef,
     container: String,
@@ -231,5 +302,6 @@ fn to_result(
             })
             .collect(),
         credential_used: used,
+        served_by: e.served_by.clone(),
     }
 }

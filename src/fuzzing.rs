@@ -138,6 +138,7 @@ fn fixture() -> &'static Fixture {
             deadline: std::time::Duration::from_secs(1),
             providers: Default::default(),
             node_authenticated: vec![],
+            mirrors: Default::default(),
         };
         let (cache, reg) = (registry.stats(), Arc::default());
         let engine = Arc::new(Engine::new(Some(registry), Keyring::default(), settings));

@@ -626,6 +626,7 @@ mod tests {
             platforms: vec![],
             credentials: vec![],
             credential_used: None,
+            served_by: None,
         };
         let few: Vec<ContainerResult> = (0..3).map(|i| result(i, Reason::PlatformMismatch)).collect();
         assert_eq!(fit_warnings(&few.iter().collect::<Vec<_>>()).len(), 3, "what fits is one warning each");

@@ -93,6 +93,7 @@ pub fn build_engine(cfg: &Config, offline: bool) -> anyhow::Result<Engine<Regist
         deadline: cfg.lookup_timeout,
         providers: cfg.providers.clone(),
         node_authenticated: cfg.node_authenticated.clone(),
+        mirrors: cfg.mirrors.clone(),
     };
     Ok(Engine::new(registry, node_keyring, settings))
 }

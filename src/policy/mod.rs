@@ -222,6 +222,10 @@ pub struct Evaluation {
     pub providers: Vec<ProviderReport>,
     /// The image is on a `nodeAuthenticated` registry.
     pub node_authenticated: bool,
+    /// The host that served the image, when mirrors are configured for its registry.
+    pub served_by: Option<String>,
+    /// What the hosts tried before the one that decided answered (`mirror https://…: tag not found`).
+    pub host_notes: Vec<String>,
 }
 
 /// The verdict for one container, with what to do about it. Every face renders from these fields: the
@@ -266,6 +270,13 @@ pub fn decide(e: &Evaluation, settings: &PolicySettings) -> Decision {
     let mut d = decide_enforcing(e, settings);
     if matches!(d.reason, Reason::CredentialsMissing | Reason::CredentialsRejected) {
         d = node_credentials(e, d);
+    }
+    if !e.host_notes.is_empty() {
+        let tried = e.host_notes.join("; ");
+        d.notes.push(match &e.served_by {
+            Some(host) => format!("Served by {host} after: {tried}."),
+            None => format!("Also tried, as the node's containerd would: {tried}."),
+        });
     }
     if settings.mode == Mode::Warn && d.verdict == Verdict::Deny {
         d.verdict = Verdict::Warn;
@@ -620,6 +631,9 @@ fn found(e: &Evaluation, r: &Reference, facts: &Facts, used: Option<usize>) -> D
         None => String::new(),
     };
     let mut msg = format!("{r} resolves to {}{how}", facts.digest);
+    if let Some(host) = &e.served_by {
+        msg.push_str(&format!(" from {host}"));
+    }
     if !facts.platforms.is_empty() {
         msg.push_str(&format!(" ({})", join(&facts.platforms)));
     }

@@ -18,6 +18,8 @@ fn eval(image: &str, lookup: LookupOutcome) -> Evaluation {
         landing: Landing::Nodes(vec!["linux/amd64".parse().unwrap()]),
         providers: vec![],
         node_authenticated: false,
+        served_by: None,
+        host_notes: vec![],
     }
 }
 

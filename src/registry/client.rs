@@ -42,6 +42,8 @@ pub struct Endpoint {
     /// Metrics label: the configured or well-known registry name, else `other` (the host in an image is
     /// attacker-chosen and must not blow up label cardinality).
     label: Arc<str>,
+    /// The API root under `base`: `v2/`, or nothing for a containerd mirror with `override_path`.
+    api: &'static str,
 }
 
 const WELL_KNOWN: &[&str] = &[
@@ -76,6 +78,8 @@ pub struct EndpointSettings {
     pub endpoint: Option<Url>,
     pub ca_pem: Option<(String, Vec<u8>)>,
     pub insecure_skip_verify: bool,
+    /// The endpoint's path is the API root itself (containerd `override_path`), not the place `/v2` goes.
+    pub override_path: bool,
 }
 
 /// Counters of requests sent, for tests, benchmarks and metrics.
@@ -176,7 +180,8 @@ impl RegistryClient {
             .map_err(|source| ClientError::Build { registry: "(default)".into(), source })?;
         let mut endpoints = HashMap::new();
         for (registry, s) in settings {
-            let EndpointSettings { endpoint, ca_pem, insecure_skip_verify } = s;
+            let EndpointSettings { endpoint, ca_pem, insecure_skip_verify, override_path } = s;
+            let api = if *override_path { "" } else { "v2/" };
             let base = match endpoint {
                 Some(u) => with_trailing_slash(u.clone()),
                 None => default_base(registry).ok_or_else(|| ClientError::Name { registry: registry.clone() })?,
@@ -206,7 +211,7 @@ impl RegistryClient {
                 (default_client.clone(), default_client.clone())
             };
             let label = Arc::from(registry.as_str());
-            endpoints.insert(registry.clone(), Endpoint { base, client, foreign, known: true, label });
+            endpoints.insert(registry.clone(), Endpoint { base, client, foreign, known: true, label, api });
         }
         let tokens = moka::future::Cache::builder().max_capacity(10_000).expire_after(TokenExpiry).build();
         Ok(Self {
@@ -235,7 +240,7 @@ impl RegistryClient {
         let known = WELL_KNOWN.contains(&registry);
         let label = if known { registry } else { "other" };
         let client = self.default_client.clone();
-        Ok(Endpoint { base, foreign: client.clone(), client, known, label: Arc::from(label) })
+        Ok(Endpoint { base, foreign: client.clone(), client, known, label: Arc::from(label), api: "v2/" })
     }
 
     /// Sends one request, following redirects by hand: `Authorization` goes only to `auth_origin`, the
@@ -427,7 +432,7 @@ impl RegistryClient {
 
     async fn tags(&self, ep: &Endpoint, reference: &Reference, credential: Option<&Credential>) -> Failure {
         let tag = reference.tag.clone().unwrap_or_default();
-        let Ok(url) = ep.base.join(&format!("v2/{}/tags/list?n=10000", reference.path)) else {
+        let Ok(url) = ep.base.join(&format!("{}{}/tags/list?n=10000", ep.api, reference.path)) else {
             return Failure::TagNotFound { tag, tags: vec![] };
         };
         let resp =
@@ -470,7 +475,7 @@ impl RegistryClient {
 
     fn manifest_url(ep: &Endpoint, reference: &Reference, what: &str) -> Result<Url, Failure> {
         ep.base
-            .join(&format!("v2/{}/manifests/{what}", reference.path))
+            .join(&format!("{}{}/manifests/{what}", ep.api, reference.path))
             .map_err(|_| Failure::Unreachable { detail: format!("cannot build a URL for {reference}"), tls: false })
     }
 }
@@ -542,7 +547,7 @@ impl Registry for RegistryClient {
             Parsed::Image { config_digest } => {
                 let url = ep
                     .base
-                    .join(&format!("v2/{}/blobs/{config_digest}", reference.path))
+                    .join(&format!("{}{}/blobs/{config_digest}", ep.api, reference.path))
                     .map_err(|_| Failure::InvalidManifest { detail: "config digest is not usable in a URL".into() })?;
                 let resp = self.authorized(&ep, Method::GET, url, None, &reference.path, credential).await?;
                 if !resp.status().is_success() {

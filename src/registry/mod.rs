@@ -5,6 +5,7 @@ pub mod auth;
 mod client;
 pub mod guard;
 pub mod manifest;
+pub mod mirrors;
 
 use std::future::Future;
 use std::time::Duration;

@@ -123,6 +123,7 @@ mod tests {
             platforms: vec![],
             credentials: vec![],
             credential_used: None,
+            served_by: None,
         };
         let out = render(&Report::new(1, vec![result], vec![]), false);
         let lines: Vec<&str> = out.lines().map(str::trim).collect();

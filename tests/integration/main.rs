@@ -11,6 +11,7 @@ mod faults;
 mod fuzz_corpus;
 mod hardening;
 mod layering;
+mod mirrors;
 mod providers;
 mod webhook;
 

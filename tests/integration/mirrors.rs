@@ -1,0 +1,148 @@
+//! Mirrors as the nodes' containerd resolves them (a hosts.toml tree), against real registries: a mirror
+//! with its own storage (so it has images upstream lacks, and lacks images upstream has), the seeded
+//! docker.io upstream, and a TLS mirror behind the private CA.
+
+use std::path::Path;
+
+use pullguard::policy::{Reason, Verdict};
+use pullguard::workload::Workload;
+use serde_json::json;
+
+use crate::support::registry::{Auth, Registry};
+use crate::support::seed::Pusher;
+use crate::support::{self, Env, Options, result, run_engine};
+
+/// Writes `<dir>/certs.d/<host>/hosts.toml` files and returns the config line that points pullguard there.
+fn hosts_tree(dir: &Path, files: &[(&str, String)]) -> String {
+    let root = dir.join(format!("certs.d-{}", files.len() + files.iter().map(|f| f.1.len()).sum::<usize>()));
+    for (host, text) in files {
+        std::fs::create_dir_all(root.join(host)).unwrap();
+        std::fs::write(root.join(host).join("hosts.toml"), text).unwrap();
+    }
+    format!("mirrors:\n  containerd: {}\n", root.display())
+}
+
+fn pod(images: &[(&str, &str)]) -> Workload {
+    let containers: Vec<_> = images.iter().map(|(n, i)| json!({"name": n, "image": i})).collect();
+    let obj = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                     "spec": {"containers": containers}});
+    Workload::from_object(&obj, "default").unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_mirrors_are_tried_in_order_and_report_who_served() {
+    let env = Env::start(Options::default()).await;
+    let storage = env.dir.path().join("mirror-storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    let mirror = Registry::start("mirror", env.dir.path(), &storage, Auth::Anonymous, false).await;
+    let push = Pusher::new(&mirror.url());
+    let own = push.image("library/nginx", "linux", "amd64", None, true).await;
+    push.tag("library/nginx", "1.25.4", &own).await;
+    push.tag("library/nginx", "mirror-only", &own).await;
+
+    let cfg = hosts_tree(
+        env.dir.path(),
+        &[("docker.io", format!("[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n", mirror.url()))],
+    );
+    let engine = env.engine(&cfg);
+    let snap = pullguard::cluster::Snapshot::default();
+    let w = pod(&[
+        ("both", "nginx:1.25.4"),
+        ("upstream-only", "nginx:1.25.3"),
+        ("mirror-only", "nginx:mirror-only"),
+        ("neither", "nginx:1.25.5"),
+    ]);
+    let results = run_engine(&engine, &snap, std::slice::from_ref(&w)).await;
+    let mirror_host = format!("mirror {}/", mirror.url());
+
+    let both = result(&results, "p", "both");
+    assert_eq!(
+        (both.verdict, both.served_by.as_deref()),
+        (Verdict::Allow, Some(mirror_host.as_str())),
+        "{}",
+        both.message
+    );
+    assert_eq!(both.digest.as_deref(), Some(own.digest.as_str()), "the mirror's content, as the node would pull it");
+
+    let upstream = result(&results, "p", "upstream-only");
+    assert_eq!((upstream.verdict, upstream.served_by.as_deref()), (Verdict::Allow, Some("upstream docker.io")));
+    assert!(
+        upstream.message.contains("after: mirror") && upstream.message.contains("not found"),
+        "{}",
+        upstream.message
+    );
+
+    let mirror_only = result(&results, "p", "mirror-only");
+    assert_eq!((mirror_only.verdict, mirror_only.served_by.as_deref()), (Verdict::Allow, Some(mirror_host.as_str())));
+
+    let neither = result(&results, "p", "neither");
+    assert_eq!((neither.verdict, neither.reason), (Verdict::Deny, Reason::TagNotFound), "{}", neither.message);
+    assert!(neither.message.contains("Also tried") && neither.message.contains(&mirror_host), "{}", neither.message);
+    assert!(neither.message.contains("1.25.4"), "upstream's tags suggested: {}", neither.message);
+
+    // A pull-only mirror cannot resolve a tag, but serves a digest.
+    let cfg = hosts_tree(
+        env.dir.path(),
+        &[("docker.io", format!("[host.\"{}\"]\n  capabilities = [\"pull\"]\n", mirror.url()))],
+    );
+    let engine = env.engine(&cfg);
+    let by_digest = format!("nginx@{}", own.digest);
+    let w = pod(&[("tag", "nginx:mirror-only"), ("digest", by_digest.as_str())]);
+    let results = run_engine(&engine, &snap, &[w]).await;
+    let tag = result(&results, "p", "tag");
+    assert_eq!((tag.verdict, tag.reason), (Verdict::Deny, Reason::TagNotFound), "{}", tag.message);
+    let digest = result(&results, "p", "digest");
+    assert_eq!(
+        (digest.verdict, digest.served_by.as_deref()),
+        (Verdict::Allow, Some(mirror_host.as_str())),
+        "{}",
+        digest.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_mirror_behind_a_private_ca_needs_its_ca() {
+    let env = Env::start(Options::default()).await;
+    // Serves the seeded storage over TLS with a certificate of the test CA.
+    let storage = env.dir.path().join("storage");
+    let tls_mirror = Registry::start("tls-mirror", env.dir.path(), &storage, Auth::Anonymous, true).await;
+    let upstream_down = format!("registries:\n  quay.io:\n    endpoint: https://127.0.0.1:{}\n", support::CLOSED_PORT);
+    let ca = support::fixtures().join("pki/ca.pem");
+    let snap = pullguard::cluster::Snapshot::default();
+    let w = pod(&[("app", "quay.io/library/nginx:1.25.4")]);
+
+    let with_ca = format!("[host.\"{}\"]\n  ca = \"{}\"\n", tls_mirror.url(), ca.display());
+    let engine = crate::support::engine_from(&write_config(
+        &env,
+        &upstream_down,
+        &hosts_tree(env.dir.path(), &[("_default", with_ca)]),
+    ));
+    let results = run_engine(&engine, &snap, std::slice::from_ref(&w)).await;
+    let app = result(&results, "p", "app");
+    assert_eq!((app.verdict, app.reason), (Verdict::Allow, Reason::Ok), "{}", app.message);
+    assert_eq!(app.served_by, Some(format!("mirror {}/", tls_mirror.url())));
+
+    // Without the CA the mirror's certificate is not trusted: the walk goes on to quay.io, which is down.
+    let without = format!("[host.\"{}\"]\n", tls_mirror.url());
+    let engine = crate::support::engine_from(&write_config(
+        &env,
+        &upstream_down,
+        &hosts_tree(env.dir.path(), &[("_default", without)]),
+    ));
+    let results = run_engine(&engine, &snap, &[w]).await;
+    let app = result(&results, "p", "app");
+    assert_eq!((app.verdict, app.reason), (Verdict::Warn, Reason::RegistryUnreachable), "{}", app.message);
+    assert!(
+        app.message.contains("Also tried") && app.message.contains("tls-mirror")
+            || app.message.contains(&tls_mirror.url()),
+        "{}",
+        app.message
+    );
+}
+
+/// A config file with `registries` written by the caller (the standard routes would add docker.io only).
+fn write_config(env: &Env, registries: &str, rest: &str) -> std::path::PathBuf {
+    let path = env.dir.path().join(format!("mirrors-{}.yaml", registries.len() + rest.len()));
+    std::fs::write(&path, format!("{registries}{rest}")).unwrap();
+    path
+}
