@@ -44,6 +44,8 @@ pub struct FileConfig {
 pub struct MirrorsConfig {
     /// containerd's `config_path`: a tree of `<host>/hosts.toml` files, `_default` included.
     pub containerd: Option<PathBuf>,
+    /// CRI-O's (containers') `registries.conf`, v2.
+    pub registries_conf: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -289,8 +291,13 @@ impl Config {
             return Err(ConfigError::NodeAuthenticated { path: path.into(), pattern: p.clone() });
         }
         cfg.node_authenticated = node_authenticated;
-        if let Some(MirrorsConfig { containerd: Some(dir) }) = mirrors {
-            cfg.mirrors = Mirrors::load_containerd(&base.join(dir))?;
+        if let Some(MirrorsConfig { containerd, registries_conf }) = mirrors {
+            if let Some(dir) = containerd {
+                cfg.mirrors = Mirrors::load_containerd(&base.join(dir))?;
+            }
+            if let Some(file) = registries_conf {
+                cfg.mirrors.load_registries_conf(&base.join(file))?;
+            }
             for (key, settings) in cfg.mirrors.endpoints() {
                 cfg.registries.insert(key.clone(), settings.clone());
             }

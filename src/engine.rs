@@ -104,6 +104,7 @@ impl<R: Registry> Engine<R> {
                 providers: vec![],
                 served_by: None,
                 host_notes: vec![],
+                node_blocked: None,
                 node_authenticated: repo
                     .as_deref()
                     .is_some_and(|r| self.settings.node_authenticated.iter().any(|p| Providers::image_matches(p, r))),
@@ -142,6 +143,7 @@ impl<R: Registry> Engine<R> {
                     eval.lookup = walk.outcome;
                     eval.served_by = walk.served_by;
                     eval.host_notes = walk.notes;
+                    eval.node_blocked = walk.blocked;
                 }
                 let d = policy::decide(&eval, &policy);
                 to_result(object, c.name.to_string(), c.kind, c.field, &eval, d)
@@ -161,10 +163,14 @@ impl<R: Registry> Engine<R> {
         node: &Keyring,
         deadline: Option<tokio::time::Instant>,
     ) -> HostWalk {
-        let Some(hosts) = self.settings.mirrors.hosts(&r.domain) else {
+        let Some(hosts) = self.settings.mirrors.hosts(r) else {
             let outcome = self.lookup(r, &candidates, deadline).await;
-            return HostWalk { outcome, candidates, served_by: None, notes: vec![] };
+            return HostWalk { outcome, candidates, served_by: None, notes: vec![], blocked: None };
         };
+        if let Some(prefix) = &hosts.blocked {
+            let outcome = LookupOutcome::NotDone;
+            return HostWalk { outcome, candidates, served_by: None, notes: vec![], blocked: Some(prefix.clone()) };
+        }
         // `None`: the registry itself, as configured, when the file names no server.
         let order: Vec<Option<&crate::registry::mirrors::Host>> =
             hosts.for_reference(r.digest.is_some()).map(Some).chain((!hosts.has_server).then_some(None)).collect();
@@ -173,11 +179,12 @@ impl<R: Registry> Engine<R> {
         for host in order {
             let (target, cands, shown) = match host {
                 Some(h) => {
-                    let keyed = format!("{}/{}", h.credential_host, r.path);
+                    let target = h.target(r);
+                    let keyed = format!("{}/{}", h.credential_host, target.path);
                     let mut c = pod.lookup(&keyed);
                     c.extend(node.lookup(&keyed));
                     let label = if h.server { "server" } else { "mirror" };
-                    (Reference { domain: h.key.clone(), ..r.clone() }, c, format!("{label} {}", h.url))
+                    (target, c, format!("{label} {}", h.url))
                 }
                 None => (r.clone(), candidates.clone(), format!("upstream {}", r.domain)),
             };
@@ -187,18 +194,18 @@ impl<R: Registry> Engine<R> {
                     notes.push(format!("{shown}: {failure}"));
                     last = Some((outcome, cands));
                 }
-                _ => return HostWalk { outcome, candidates: cands, served_by: Some(shown), notes },
+                _ => return HostWalk { outcome, candidates: cands, served_by: Some(shown), notes, blocked: None },
             }
         }
         match last {
             Some((outcome, candidates)) => {
                 // The last host's failure is the verdict; the notes say what the others answered.
                 notes.pop();
-                HostWalk { outcome, candidates, served_by: None, notes }
+                HostWalk { outcome, candidates, served_by: None, notes, blocked: None }
             }
             None => {
                 let outcome = self.lookup(r, &candidates, deadline).await;
-                HostWalk { outcome, candidates, served_by: None, notes }
+                HostWalk { outcome, candidates, served_by: None, notes, blocked: None }
             }
         }
     }
@@ -262,6 +269,8 @@ struct HostWalk {
     candidates: Vec<Candidate>,
     served_by: Option<String>,
     notes: Vec<String>,
+    /// registries.conf blocks the reference under this prefix: nothing was fetched.
+    blocked: Option<String>,
 }
 
 fn to_result(

@@ -53,6 +53,7 @@ pub enum Reason {
     PlatformMismatch,
     NoNodeForPlatform,
     RegistryBlocked,
+    RegistryBlockedOnNodes,
     RateLimited,
     RegistryUnreachable,
     RegistryError,
@@ -67,7 +68,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 23] = [
         Reason::Ok,
         Reason::InvalidReference,
         Reason::RepositoryNotFound,
@@ -79,6 +80,7 @@ impl Reason {
         Reason::PlatformMismatch,
         Reason::NoNodeForPlatform,
         Reason::RegistryBlocked,
+        Reason::RegistryBlockedOnNodes,
         Reason::RateLimited,
         Reason::RegistryUnreachable,
         Reason::RegistryError,
@@ -106,6 +108,7 @@ impl Reason {
             Reason::PlatformMismatch => "PlatformMismatch",
             Reason::NoNodeForPlatform => "NoNodeForPlatform",
             Reason::RegistryBlocked => "RegistryBlocked",
+            Reason::RegistryBlockedOnNodes => "RegistryBlockedOnNodes",
             Reason::RateLimited => "RateLimited",
             Reason::RegistryUnreachable => "RegistryUnreachable",
             Reason::RegistryError => "RegistryError",
@@ -138,6 +141,7 @@ impl Reason {
                 "The image serves the platform the pod asks for, but no node the pod can land on exists yet."
             }
             Reason::RegistryBlocked => "The registry host is in a blocked network and was not contacted.",
+            Reason::RegistryBlockedOnNodes => "The nodes' registries.conf blocks the registry or repository.",
             Reason::RateLimited => "The registry is rate-limiting pulls.",
             Reason::RegistryUnreachable => "The registry could not be reached (DNS, connect, TLS, timeout).",
             Reason::RegistryError => "The registry answered with an error.",
@@ -226,6 +230,8 @@ pub struct Evaluation {
     pub served_by: Option<String>,
     /// What the hosts tried before the one that decided answered (`mirror https://…: tag not found`).
     pub host_notes: Vec<String>,
+    /// The nodes' registries.conf blocks the reference under this prefix.
+    pub node_blocked: Option<String>,
 }
 
 /// The verdict for one container, with what to do about it. Every face renders from these fields: the
@@ -372,6 +378,19 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
             Reason::PullPolicyNever,
             format!("imagePullPolicy is Never: {r} must already be on the node; it is not checked."),
             None,
+        );
+    }
+    if let Some(prefix) = &e.node_blocked {
+        return decision(
+            Verdict::Deny,
+            Reason::RegistryBlockedOnNodes,
+            format!(
+                "{r} is blocked on the nodes: their registries.conf marks {prefix:?} blocked, so CRI-O refuses the pull."
+            ),
+            Some(format!(
+                "use an image from a registry the nodes allow, or lift the block for {prefix} in the nodes' \
+                 registries.conf."
+            )),
         );
     }
     if let Some(p) = e.secret_problems.iter().find(|p| p.fails_every_pull()) {

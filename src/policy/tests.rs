@@ -20,6 +20,7 @@ fn eval(image: &str, lookup: LookupOutcome) -> Evaluation {
         node_authenticated: false,
         served_by: None,
         host_notes: vec![],
+        node_blocked: None,
     }
 }
 
@@ -58,6 +59,7 @@ fn reason_codes_are_pinned() {
         (Reason::PlatformMismatch, "PlatformMismatch"),
         (Reason::NoNodeForPlatform, "NoNodeForPlatform"),
         (Reason::RegistryBlocked, "RegistryBlocked"),
+        (Reason::RegistryBlockedOnNodes, "RegistryBlockedOnNodes"),
         (Reason::RateLimited, "RateLimited"),
         (Reason::RegistryUnreachable, "RegistryUnreachable"),
         (Reason::RegistryError, "RegistryError"),

@@ -146,3 +146,60 @@ fn write_config(env: &Env, registries: &str, rest: &str) -> std::path::PathBuf {
     std::fs::write(&path, format!("{registries}{rest}")).unwrap();
     path
 }
+
+/// CRI-O's registries.conf: a prefix rewritten to a mirror path, the upstream after it, digest-only
+/// mirrors, and a blocked repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registries_conf_rewrites_prefixes_and_blocks() {
+    let env = Env::start(Options::default()).await;
+    let storage = env.dir.path().join("conf-mirror-storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    // TLS with the test CA's certificate, reached with `insecure = true` (no verification), as CRI-O allows.
+    let mirror = Registry::start("conf-mirror", env.dir.path(), &storage, Auth::Anonymous, true).await;
+    let push = Pusher::new(&mirror.url());
+    let own = push.image("hub/library/nginx", "linux", "amd64", None, true).await;
+    push.tag("hub/library/nginx", "mirror-only", &own).await;
+    let location = mirror.url().trim_start_matches("https://").to_string();
+    let conf = env.dir.path().join("registries.conf");
+    let write = |digest_only: bool| {
+        std::fs::write(
+            &conf,
+            format!(
+                "[[registry]]\nprefix = \"docker.io/library\"\nmirror-by-digest-only = {digest_only}\n\
+                 [[registry.mirror]]\nlocation = \"{location}/hub/library\"\ninsecure = true\n\
+                 [[registry]]\nprefix = \"docker.io/team\"\nblocked = true\n"
+            ),
+        )
+        .unwrap();
+    };
+    write(false);
+    let cfg = format!("mirrors:\n  registriesConf: {}\n", conf.display());
+    let engine = env.engine(&cfg);
+    let snap = pullguard::cluster::Snapshot::default();
+    let by_digest = format!("nginx@{}", own.digest);
+    let w = pod(&[
+        ("mirror", "nginx:mirror-only"),
+        ("upstream", "nginx:1.25.3"),
+        ("blocked", "team/myapp:v2.3.0"),
+        ("digest", by_digest.as_str()),
+    ]);
+    let results = run_engine(&engine, &snap, std::slice::from_ref(&w)).await;
+    let shown = format!("mirror https://{location}/");
+    let m = result(&results, "p", "mirror");
+    assert_eq!((m.verdict, m.served_by.as_deref()), (Verdict::Allow, Some(shown.as_str())), "{}", m.message);
+    let u = result(&results, "p", "upstream");
+    assert_eq!((u.verdict, u.served_by.as_deref()), (Verdict::Allow, Some("upstream docker.io")), "{}", u.message);
+    let b = result(&results, "p", "blocked");
+    assert_eq!((b.verdict, b.reason), (Verdict::Deny, Reason::RegistryBlockedOnNodes), "{}", b.message);
+    assert!(b.message.contains("docker.io/team"), "{}", b.message);
+    assert_eq!(result(&results, "p", "digest").served_by.as_deref(), Some(shown.as_str()));
+
+    // mirror-by-digest-only: the tag goes upstream, which lacks it; the digest still comes from the mirror.
+    write(true);
+    let engine = env.engine(&cfg);
+    let results = run_engine(&engine, &snap, &[w]).await;
+    let m = result(&results, "p", "mirror");
+    assert_eq!((m.verdict, m.reason), (Verdict::Deny, Reason::TagNotFound), "{}", m.message);
+    let d = result(&results, "p", "digest");
+    assert_eq!((d.verdict, d.served_by.as_deref()), (Verdict::Allow, Some(shown.as_str())), "{}", d.message);
+}
