@@ -55,6 +55,10 @@ pub struct CredentialProvidersConfig {
     pub config: PathBuf,
     /// The kubelet's `--image-credential-provider-bin-dir`.
     pub bin_dir: PathBuf,
+    /// Mint ServiceAccount tokens for service-account-token providers (`serve` only). Needs the
+    /// `mint-tokens` RBAC overlay: `create serviceaccounts/token` lets pullguard act as any ServiceAccount.
+    #[serde(default)]
+    pub mint_service_account_tokens: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -284,8 +288,14 @@ impl Config {
         if let Some(b) = blocked_networks {
             cfg.blocked_networks = b;
         }
-        if let Some(CredentialProvidersConfig { config, bin_dir }) = credential_providers {
+        if let Some(CredentialProvidersConfig { config, bin_dir, mint_service_account_tokens }) = credential_providers {
             cfg.providers = Providers::load(&base.join(config), &base.join(bin_dir))?;
+            if mint_service_account_tokens {
+                cfg.providers.enable_token_minting().map_err(|message| ConfigError::Parse {
+                    path: path.into(),
+                    message: format!("credentialProviders.mintServiceAccountTokens: {message}"),
+                })?;
+            }
         }
         if let Some(p) = node_authenticated.iter().find(|p| !crate::credentials::provider::valid_match_image(p)) {
             return Err(ConfigError::NodeAuthenticated { path: path.into(), pattern: p.clone() });

@@ -85,7 +85,8 @@ impl<R: Registry> Engine<R> {
         let landing = Landing::of_workload(w, nodes.unwrap_or(&self.configured));
         let sa_name = w.spec.service_account();
         let sa_annotations = view.service_account_annotations(ns, sa_name);
-        let identity = PodIdentity { namespace: ns, name: sa_name, annotations: sa_annotations.as_ref() };
+        let minter = if self.settings.providers.mint_tokens { view.token_minter() } else { None };
+        let identity = PodIdentity { namespace: ns, name: sa_name, annotations: sa_annotations.as_ref(), minter };
         let futures = w.containers().into_iter().filter(|c| select(c.kind, c.name)).map(|c| {
             let image = c.image.unwrap_or_default().to_string();
             let reference = Reference::parse(&image);

@@ -19,6 +19,7 @@ use kube::{Api, Client, Resource};
 use tracing::{info, warn};
 
 use crate::cluster::{ClusterState, ClusterView, Confirm, ConfirmError, Confirmed, MODE_LABEL, valid_secret_name};
+use crate::credentials::provider::TokenMinter;
 use crate::credentials::{DOCKER_CFG, DOCKER_CONFIG_JSON, SecretData};
 use crate::scheduling::{Inventory, NodeShape, NodeTable, Taint};
 
@@ -290,8 +291,48 @@ impl ClusterView for LiveCluster {
         Some(sa.metadata.annotations.clone().unwrap_or_default())
     }
 
+    fn token_minter(&self) -> Option<&dyn TokenMinter> {
+        Some(self)
+    }
+
     fn secrets_visible(&self) -> bool {
         self.read_secrets
+    }
+}
+
+/// Tokens are asked for the provider's audience only, with the shortest lifetime the API server grants
+/// (10 minutes), and bound to nothing: there is no pod yet at admission.
+const MINTED_TOKEN_SECONDS: i64 = 600;
+
+impl TokenMinter for LiveCluster {
+    fn mint<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        audience: &'a str,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+            let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+            let request = TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    audiences: Some(vec![audience.to_string()]),
+                    expiration_seconds: Some(MINTED_TOKEN_SECONDS),
+                    attestations: None,
+                    bound_object_ref: None,
+                }),
+                ..Default::default()
+            };
+            let answer = api
+                .create_token_request(name, &kube::api::PostParams::default(), &request)
+                .await
+                .map_err(|e| format!("TokenRequest for {namespace}/{name}: {e}"))?;
+            answer
+                .status
+                .and_then(|s| s.token)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| "the TokenRequest returned no token".into())
+        })
     }
 }
 

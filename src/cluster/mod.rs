@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use crate::credentials::SecretData;
+use crate::credentials::provider::TokenMinter;
 use crate::scheduling::Inventory;
 
 pub mod live;
@@ -31,6 +32,11 @@ pub trait ClusterView: Send + Sync {
     /// A ServiceAccount's annotations (credential providers in service-account-token mode read them);
     /// `None` when the ServiceAccount is not known.
     fn service_account_annotations(&self, _namespace: &str, _name: &str) -> Option<BTreeMap<String, String>> {
+        None
+    }
+    /// Mints ServiceAccount tokens for service-account-token credential providers; `None` where that is not
+    /// possible (files, no API server).
+    fn token_minter(&self) -> Option<&dyn TokenMinter> {
         None
     }
     /// False when secrets are deliberately not read (node credentials only): a named secret is then unknown,
@@ -137,6 +143,10 @@ impl ClusterView for ConfirmedView<'_> {
     /// From the store: a ServiceAccount the live read found but the store lacks is taken as unknown here.
     fn service_account_annotations(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
         self.store.service_account_annotations(namespace, name)
+    }
+
+    fn token_minter(&self) -> Option<&dyn TokenMinter> {
+        self.store.token_minter()
     }
 
     fn secrets_visible(&self) -> bool {

@@ -153,6 +153,8 @@ pub enum ProviderFailure {
     TimedOut(Duration),
     #[error("printed a response that is not a CredentialProviderResponse: {0}")]
     Garbage(String),
+    #[error("no ServiceAccount token: {0}")]
+    Token(String),
 }
 
 /// What one provider said for one image.
@@ -194,20 +196,55 @@ impl ProviderOutcome {
     }
 }
 
+/// Mints a short-lived token of a ServiceAccount for one audience (a `TokenRequest`). Only with the explicit
+/// opt-in `mintServiceAccountTokens`, and only for a provider's own audience.
+pub trait TokenMinter: Send + Sync {
+    fn mint<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        audience: &'a str,
+    ) -> BoxFuture<'a, Result<String, String>>;
+}
+
 /// The pod's ServiceAccount, as token-mode providers read it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PodIdentity<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     /// `None` when the ServiceAccount is not known to pullguard.
     pub annotations: Option<&'a BTreeMap<String, String>>,
+    /// Set when tokens may be minted (opt-in, `serve` only).
+    pub minter: Option<&'a dyn TokenMinter>,
+}
+
+/// A token minted for a plugin run, with what it was minted for. Never printed.
+#[derive(Clone)]
+struct PodToken {
+    token: String,
+    /// Cache and single-flight suffix: the ServiceAccount and the annotations passed, never the token.
+    key: String,
+    annotations: BTreeMap<String, String>,
 }
 
 /// Every configured provider, in configuration order.
 #[derive(Debug, Default, Clone)]
 pub struct Providers {
     list: Vec<Arc<Provider>>,
+    /// `mintServiceAccountTokens`: run service-account-token providers with a token minted for the pod's
+    /// ServiceAccount (opt-in; see README for the risk).
+    pub mint_tokens: bool,
 }
+
+/// Audiences of the API server itself: a token minted for one of these would be a credential to the cluster,
+/// handed to a plugin. Refused when minting is on.
+const API_SERVER_AUDIENCES: &[&str] = &[
+    "https://kubernetes.default.svc",
+    "https://kubernetes.default.svc.cluster.local",
+    "kubernetes.default.svc",
+    "api",
+    "kubernetes",
+];
 
 impl Providers {
     /// Reads and validates the kubelet's provider config; every provider's binary must be in `bin_dir`, as
@@ -277,7 +314,23 @@ impl Providers {
                 inflight: Mutex::default(),
             }));
         }
-        Ok(Providers { list })
+        Ok(Providers { list, mint_tokens: false })
+    }
+
+    /// Turns on token minting for service-account-token providers, refusing any whose audience is the API
+    /// server's.
+    pub fn enable_token_minting(&mut self) -> Result<(), String> {
+        if let Some(p) = self.list.iter().find(|p| {
+            p.token.as_ref().is_some_and(|t| API_SERVER_AUDIENCES.contains(&t.service_account_token_audience.as_str()))
+        }) {
+            return Err(format!(
+                "provider {:?}: serviceAccountTokenAudience is the API server's; pullguard mints tokens only for a \
+                 provider's own audience",
+                p.name
+            ));
+        }
+        self.mint_tokens = true;
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -306,20 +359,50 @@ impl Providers {
                         .required_service_account_annotation_keys
                         .iter()
                         .find(|k| id.annotations.is_some_and(|a| !a.contains_key(k.as_str())));
-                    match missing {
-                        Some(k) => ProviderOutcome::AnnotationMissing {
+                    let service_account = format!("{}/{}", id.namespace, id.name);
+                    match (missing, id.minter, id.annotations) {
+                        (Some(k), ..) => ProviderOutcome::AnnotationMissing {
                             provider: p.name.clone(),
-                            service_account: format!("{}/{}", id.namespace, id.name),
+                            service_account,
                             annotation: k.clone(),
                         },
-                        None => ProviderOutcome::NeedsPodIdentity {
-                            provider: p.name.clone(),
-                            service_account: format!("{}/{}", id.namespace, id.name),
-                        },
+                        (None, Some(minter), Some(annotations)) => {
+                            let minted = tokio::time::timeout_at(
+                                deadline,
+                                minter.mint(id.namespace, id.name, &t.service_account_token_audience),
+                            )
+                            .await
+                            .unwrap_or_else(|_| Err("the TokenRequest did not answer in time".into()));
+                            match minted {
+                                Ok(token) => {
+                                    let keys = t
+                                        .required_service_account_annotation_keys
+                                        .iter()
+                                        .chain(&t.optional_service_account_annotation_keys);
+                                    let passed: BTreeMap<String, String> = keys
+                                        .filter_map(|k| annotations.get(k).map(|v| (k.clone(), v.clone())))
+                                        .collect();
+                                    let key = format!(
+                                        "\u{0}sa={service_account}\u{0}{}",
+                                        serde_json::to_string(&passed).unwrap_or_default()
+                                    );
+                                    let pod = PodToken { token, key, annotations: passed };
+                                    match p.clone().credentials(repository, Some(pod), deadline).await {
+                                        Ok(config) => ProviderOutcome::Credentials { provider: p.name.clone(), config },
+                                        Err(failure) => ProviderOutcome::Failed { provider: p.name.clone(), failure },
+                                    }
+                                }
+                                Err(e) => ProviderOutcome::Failed {
+                                    provider: p.name.clone(),
+                                    failure: ProviderFailure::Token(e),
+                                },
+                            }
+                        }
+                        (None, ..) => ProviderOutcome::NeedsPodIdentity { provider: p.name.clone(), service_account },
                     }
                 }
                 (Some(_), None) => continue,
-                (None, _) => match p.clone().credentials(repository, deadline).await {
+                (None, _) => match p.clone().credentials(repository, None, deadline).await {
                     Ok(config) => ProviderOutcome::Credentials { provider: p.name.clone(), config },
                     Err(failure) => ProviderOutcome::Failed { provider: p.name.clone(), failure },
                 },
@@ -331,13 +414,21 @@ impl Providers {
 
 impl Provider {
     /// The cache (image, then registry, then global key), else one exec shared by concurrent asks.
-    async fn credentials(self: Arc<Self>, image: &str, deadline: Instant) -> Result<DockerConfig, ProviderFailure> {
+    /// In token mode every key carries the ServiceAccount and its annotations, so one pod's answer never
+    /// serves another ServiceAccount (the kubelet's `generateCacheKey`).
+    async fn credentials(
+        self: Arc<Self>,
+        image: &str,
+        pod: Option<PodToken>,
+        deadline: Instant,
+    ) -> Result<DockerConfig, ProviderFailure> {
         let registry = image.split('/').next().unwrap_or(image);
+        let suffix = pod.as_ref().map(|p| p.key.clone()).unwrap_or_default();
         {
             let cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let now = Instant::now();
             for key in [image, registry, GLOBAL_CACHE_KEY] {
-                if let Some(c) = cache.get(key).filter(|c| c.expires > now) {
+                if let Some(c) = cache.get(&format!("{key}{suffix}")).filter(|c| c.expires > now) {
                     return Ok(c.config.clone());
                 }
             }
@@ -345,16 +436,17 @@ impl Provider {
         let run = {
             let mut inflight = self.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             inflight
-                .entry(image.to_string())
+                .entry(format!("{image}{suffix}"))
                 .or_insert_with(|| {
                     let this = self.clone();
                     let image = image.to_string();
+                    let flight = format!("{image}{suffix}");
                     let task = tokio::spawn(async move {
-                        let result = this.exec(&image).await;
+                        let result = this.exec(&image, pod.as_ref()).await;
                         if let Ok(answer) = &result {
-                            this.remember(&image, answer);
+                            this.remember(&image, &suffix, answer);
                         }
-                        this.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&image);
+                        this.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&flight);
                         result
                     });
                     async move {
@@ -374,7 +466,7 @@ impl Provider {
         }
     }
 
-    fn remember(&self, image: &str, answer: &Answer) {
+    fn remember(&self, image: &str, suffix: &str, answer: &Answer) {
         let duration = answer.duration.unwrap_or(self.default_cache);
         if duration.is_zero() {
             return;
@@ -383,7 +475,7 @@ impl Provider {
             KeyType::Image => image.to_string(),
             KeyType::Registry => image.split('/').next().unwrap_or(image).to_string(),
             KeyType::Global => GLOBAL_CACHE_KEY.to_string(),
-        };
+        } + suffix;
         let now = Instant::now();
         let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.len() >= MAX_CACHE_ENTRIES {
@@ -399,13 +491,17 @@ impl Provider {
 
     /// `$ ENV=… <binDir>/<name> args… <<< CredentialProviderRequest`, with the process environment plus the
     /// configured variables, as the kubelet runs it.
-    async fn exec(&self, image: &str) -> Result<Answer, ProviderFailure> {
-        let request = serde_json::json!({
+    async fn exec(&self, image: &str, pod: Option<&PodToken>) -> Result<Answer, ProviderFailure> {
+        let mut request = serde_json::json!({
             "kind": "CredentialProviderRequest",
             "apiVersion": self.api_version,
             "image": image,
-        })
-        .to_string();
+        });
+        if let Some(pod) = pod {
+            request["serviceAccountToken"] = serde_json::json!(pod.token);
+            request["serviceAccountAnnotations"] = serde_json::json!(pod.annotations);
+        }
+        let request = request.to_string();
         let binary = self.binary.display().to_string();
         let mut child = tokio::process::Command::new(&self.binary)
             .args(&self.args)
@@ -441,7 +537,14 @@ impl Provider {
         if out.len() as u64 > MAX_RESPONSE_BYTES {
             return Err(ProviderFailure::Garbage(format!("more than {MAX_RESPONSE_BYTES} bytes")));
         }
-        decode_response(&out, &self.api_version)
+        let answer = decode_response(&out, &self.api_version)?;
+        // The kubelet refuses a plugin that hands the ServiceAccount token back as the registry password.
+        if let Some(pod) = pod
+            && answer.config.0.iter().any(|(_, c)| c.password == pod.token)
+        {
+            return Err(ProviderFailure::Garbage("it returned the ServiceAccount token as the password".into()));
+        }
+        Ok(answer)
     }
 }
 
@@ -608,6 +711,33 @@ mod tests {
         }
         let e = Providers::load(&dir.join("eks.yaml"), Path::new("/nonexistent")).unwrap_err().to_string();
         assert!(e.contains("ecr-credential-provider") && e.contains("no plugin binary"), "{e}");
+    }
+
+    /// Minting is refused for a provider whose audience is the API server's: that token would be a
+    /// credential to the cluster itself, handed to a plugin.
+    #[test]
+    fn tokens_are_never_minted_for_the_api_servers_audience() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p"), "").unwrap();
+        let config = dir.path().join("c.yaml");
+        let write = |audience: &str| {
+            std::fs::write(
+                &config,
+                format!(
+                    "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n- name: p\n  \
+                     matchImages: [r.io]\n  defaultCacheDuration: 1m\n  apiVersion: credentialprovider.kubelet.k8s.io/v1\n  \
+                     tokenAttributes: {{serviceAccountTokenAudience: \"{audience}\"}}\n"
+                ),
+            )
+            .unwrap();
+        };
+        write("https://kubernetes.default.svc");
+        let mut p = Providers::load(&config, dir.path()).unwrap();
+        assert!(p.enable_token_minting().unwrap_err().contains("API server"));
+        assert!(!p.mint_tokens);
+        write("sts.amazonaws.com");
+        let mut p = Providers::load(&config, dir.path()).unwrap();
+        assert!(p.enable_token_minting().is_ok() && p.mint_tokens);
     }
 
     #[test]

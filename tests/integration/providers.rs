@@ -261,3 +261,56 @@ async fn serve_agrees_and_never_logs_a_plugins_answer() {
         assert!(!logs.contains("alice-password"), "{mode}: a plugin's answer or output leaked");
     }
 }
+
+/// Service-account-token mode with the opt-in: a TokenRequest for the pod's ServiceAccount, for the
+/// provider's audience only and the shortest lifetime, handed to the plugin with the annotations it names;
+/// the token never reaches a log. Without the opt-in nothing is minted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_mints_tokens_only_when_opted_in_and_only_for_the_providers_audience() {
+    use crate::support::webhook::{Webhook, create_review, reasons};
+    let env = Env::start(Options { private: false, token: true }).await;
+    let api = crate::webhook_cluster().await;
+    let (docs, _) = pullguard::input::load(&[manifests()]);
+    for d in docs.iter().filter(|d| d.value["kind"] == "ServiceAccount") {
+        api.apply(d.value.clone());
+    }
+    let pod = |name: &str| docs.iter().find(|d| d.value["metadata"]["name"] == name).unwrap().value.clone();
+    let log = env.dir.path().join("minted.log");
+    let token_mode = "  tokenAttributes:\n    serviceAccountTokenAudience: sts.amazonaws.com\n    requireServiceAccount: true\n    \
+                      requiredServiceAccountAnnotationKeys: [eks.amazonaws.com/role-arn]\n";
+    let providers = providers(&env, &[("FAKE_LOG", log.to_str().unwrap())], token_mode);
+
+    // Not opted in: no TokenRequest, no exec, a warning.
+    let wh = Webhook::start(&env.config(&(ecr_route(&env) + &providers)), &api, &[]).await;
+    let r = wh.review(&create_review("a", &pod("token-annotated"))).await;
+    assert_eq!(reasons(&r)["private"], "NodeCredentialsUnverified", "{r}");
+    assert!(api.token_requests.lock().unwrap().is_empty());
+    drop(wh);
+
+    let opted_in = providers + "  mintServiceAccountTokens: true\n";
+    let wh = Webhook::spawn(&env.config(&(ecr_route(&env) + &opted_in)), &api, &[], "trace");
+    wh.wait_ready().await;
+    let r = wh.review(&create_review("b", &pod("token-annotated"))).await;
+    assert_eq!((reasons(&r)["private"].as_str(), &r["allowed"]), ("Ok", &serde_json::json!(true)), "{r}");
+    let minted = api.token_requests.lock().unwrap().clone();
+    assert_eq!(minted.len(), 1, "{minted:?}");
+    assert_eq!((minted[0]["namespace"].as_str(), minted[0]["name"].as_str()), (Some("production"), Some("annotated")));
+    assert_eq!(
+        minted[0]["spec"]["audiences"],
+        serde_json::json!(["sts.amazonaws.com"]),
+        "the provider's audience only"
+    );
+    assert_eq!(minted[0]["spec"]["expirationSeconds"], 600, "the shortest lifetime the API server grants");
+    let sent = requests(&log);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["serviceAccountToken"], "minted-for-production-annotated");
+    assert_eq!(
+        sent[0]["serviceAccountAnnotations"],
+        serde_json::json!({"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/app"})
+    );
+    // A ServiceAccount without the required annotation: the kubelet would not run the plugin; nothing is minted.
+    let r = wh.review(&create_review("c", &pod("token-plain"))).await;
+    assert_eq!(reasons(&r)["private"], "ServiceAccountAnnotationMissing", "{r}");
+    assert_eq!(api.token_requests.lock().unwrap().len(), 1);
+    assert!(!wh.logs().contains("minted-for-"), "a minted token reached the logs");
+}

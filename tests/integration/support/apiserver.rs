@@ -6,6 +6,8 @@
 //!
 //! [`ApiServer::hold_watches`] reproduces watch lag: while held, objects are stored and visible to lists (a
 //! consistent read, as from etcd) but no watch event is delivered; releasing delivers them in order.
+//! A `POST …/serviceaccounts/<name>/token` (TokenRequest) is answered with a token naming the ServiceAccount
+//! and recorded in [`ApiServer::token_requests`].
 //! [`ApiServer::hold_typed_watches`] holds only watches selected by `type=` (pullguard's typed Secret
 //! watches), so the name-only Secret watch runs ahead of them; [`ApiServer::delivered`] waits until an event
 //! was written to such a watch.
@@ -46,6 +48,8 @@ pub struct ApiServer {
     held: tokio::sync::watch::Sender<Hold>,
     /// Resource versions written to watches that select no `type=`.
     untyped_delivered: tokio::sync::watch::Sender<u64>,
+    /// TokenRequests received: namespace, ServiceAccount and the spec asked for.
+    pub token_requests: Arc<Mutex<Vec<Value>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -91,6 +95,8 @@ impl ApiServer {
         let (untyped_delivered, _) = tokio::sync::watch::channel(0);
         let (st, ev, rq, hold, h) = (state.clone(), events.clone(), requests.clone(), hold_lists.clone(), held.clone());
         let delivered = untyped_delivered.clone();
+        let token_requests: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let tokens = token_requests.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
@@ -103,11 +109,12 @@ impl ApiServer {
                     hold: hold.clone(),
                     held: h.subscribe(),
                     delivered: delivered.clone(),
+                    tokens: tokens.clone(),
                 };
                 tokio::spawn(serve_connection(sock, c));
             }
         });
-        Self { addr, state, events, requests, hold_lists, held, untyped_delivered, task }
+        Self { addr, state, events, requests, hold_lists, held, untyped_delivered, token_requests, task }
     }
 
     /// Holds back every watch event from now on (watch lag, as behind a lagging API server of an HA pair).
@@ -195,6 +202,7 @@ struct Conn {
     hold: Arc<std::sync::atomic::AtomicBool>,
     held: tokio::sync::watch::Receiver<Hold>,
     delivered: tokio::sync::watch::Sender<u64>,
+    tokens: Arc<Mutex<Vec<Value>>>,
 }
 
 /// Which watches hold their events back.
@@ -207,7 +215,7 @@ enum Hold {
 }
 
 async fn serve_connection(sock: tokio::net::TcpStream, c: Conn) {
-    let Conn { state, events, requests, hold, mut held, delivered } = c;
+    let Conn { state, events, requests, hold, mut held, delivered, tokens } = c;
     let (read, mut write) = sock.into_split();
     let mut reader = BufReader::new(read);
     loop {
@@ -215,9 +223,11 @@ async fn serve_connection(sock: tokio::net::TcpStream, c: Conn) {
         if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
             return;
         }
+        let method = line.split(' ').next().unwrap_or_default().to_string();
         let target = line.split(' ').nth(1).unwrap_or_default().to_string();
-        // Headers (GETs carry no body). A metadata-only client asks for PartialObjectMetadata in Accept.
+        // Headers. A metadata-only client asks for PartialObjectMetadata in Accept.
         let mut metadata_only = false;
+        let mut length = 0usize;
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h).await.unwrap_or(0) == 0 || h == "\r\n" {
@@ -226,6 +236,37 @@ async fn serve_connection(sock: tokio::net::TcpStream, c: Conn) {
             if h.to_ascii_lowercase().starts_with("accept:") && h.contains("as=PartialObjectMetadata") {
                 metadata_only = true;
             }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        if method == "POST" {
+            // TokenRequest: POST /api/v1/namespaces/<ns>/serviceaccounts/<name>/token.
+            let mut body = vec![0u8; length];
+            if tokio::io::AsyncReadExt::read_exact(&mut reader, &mut body).await.is_err() {
+                return;
+            }
+            let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let path = target.split('?').next().unwrap_or_default();
+            let parts: Vec<&str> = path.trim_start_matches("/api/v1/namespaces/").split('/').collect();
+            let answer = match parts.as_slice() {
+                [ns, "serviceaccounts", name, "token"] => {
+                    tokens.lock().unwrap().push(json!({"namespace": ns, "name": name, "spec": request["spec"]}));
+                    let mut r = request.clone();
+                    r["status"] = json!({"token": format!("minted-for-{ns}-{name}"), "expirationTimestamp": "2026-11-22T23:59:59Z"});
+                    r
+                }
+                _ => json!({"kind": "Status", "code": 404}),
+            };
+            let body = answer.to_string();
+            let resp = format!(
+                "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if write.write_all(resp.as_bytes()).await.is_err() {
+                return;
+            }
+            continue;
         }
         let shape = move |o: &Value| -> Value {
             if metadata_only {
