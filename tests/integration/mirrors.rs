@@ -203,3 +203,61 @@ async fn registries_conf_rewrites_prefixes_and_blocks() {
     let d = result(&results, "p", "digest");
     assert_eq!((d.verdict, d.served_by.as_deref()), (Verdict::Allow, Some(shown.as_str())), "{}", d.message);
 }
+
+/// A mirror gets only the credentials keyed to the mirror's host, as on a node: a pull secret for docker.io
+/// is never sent to the mirror, even one that would accept it. The same verdicts come from `serve`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_gets_only_credentials_keyed_to_it_and_serve_agrees() {
+    use crate::support::webhook::{Webhook, create_review, reasons};
+    let env = Env::start(Options { private: true, token: false }).await;
+    // The htpasswd registry over TLS (it serves the seeded storage) is docker.io's mirror.
+    let mirror = env.private.as_ref().unwrap();
+    let ca = support::fixtures().join("pki/ca.pem");
+    let hosts =
+        format!("[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{}\"\n", mirror.url(), ca.display());
+    let cfg_text = hosts_tree(env.dir.path(), &[("docker.io", hosts)]);
+    let mirror_host = mirror.url().trim_start_matches("https://").to_string();
+    let secret = |name: &str, key: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+               "metadata": {"name": name, "namespace": "default"},
+               "data": {".dockerconfigjson": support::dockerconfigjson_b64(key, "alice", "alice-password")}})
+    };
+    let pod = |name: &str, secret: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+               "spec": {"imagePullSecrets": [{"name": secret}], "containers": [{"name": "app", "image": "nginx:1.25.4"}]}})
+    };
+    let mut snap = pullguard::cluster::Snapshot::default();
+    snap.add_object(&secret("for-hub", "https://index.docker.io/v1/"), "default").unwrap();
+    snap.add_object(&secret("for-mirror", &mirror_host), "default").unwrap();
+    let engine = env.engine(&cfg_text);
+    let hub = Workload::from_object(&pod("hub", "for-hub"), "default").unwrap().unwrap();
+    let keyed = Workload::from_object(&pod("keyed", "for-mirror"), "default").unwrap().unwrap();
+    let results = run_engine(&engine, &snap, &[hub, keyed]).await;
+    let hub = result(&results, "hub", "app");
+    assert_eq!(
+        hub.served_by.as_deref(),
+        Some("upstream docker.io"),
+        "docker.io's secret never goes to the mirror: {}",
+        hub.message
+    );
+    assert!(hub.message.contains(&format!("mirror {}/", mirror.url())), "{}", hub.message);
+    let keyed = result(&results, "keyed", "app");
+    let shown = format!("mirror {}/", mirror.url());
+    assert_eq!(keyed.served_by.as_deref(), Some(shown.as_str()), "{}", keyed.message);
+    let used = &keyed.credentials[keyed.credential_used.unwrap()];
+    assert_eq!(used.secret.as_deref(), Some("default/for-mirror"));
+    // The mirror requires a login (htpasswd): serving the image proves the keyed secret was sent to it, and the
+    // docker.io pod falling through proves the docker.io secret was not.
+
+    // serve, with the same config and the Secrets in the cluster: the same verdicts.
+    let api = crate::webhook_cluster().await;
+    api.apply(secret("for-hub", "https://index.docker.io/v1/"));
+    api.apply(secret("for-mirror", &mirror_host));
+    let cfg = env.config(&cfg_text);
+    let wh = Webhook::start(&cfg, &api, &[]).await;
+    for name in ["hub", "keyed"] {
+        let secret = if name == "hub" { "for-hub" } else { "for-mirror" };
+        let r = wh.review(&create_review(name, &pod(name, secret))).await;
+        assert_eq!((reasons(&r)["app"].as_str(), &r["allowed"]), ("Ok", &json!(true)), "{name}: {r}");
+    }
+}
