@@ -282,7 +282,7 @@ impl Config {
             };
             cfg.registries.insert(
                 registry,
-                EndpointSettings { endpoint: url, ca_pem, insecure_skip_verify, override_path: false },
+                EndpointSettings { endpoint: url, ca_pem, insecure_skip_verify, override_path: false, headers: vec![] },
             );
         }
         if let Some(b) = blocked_networks {

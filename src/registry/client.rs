@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
@@ -44,6 +46,21 @@ pub struct Endpoint {
     label: Arc<str>,
     /// The API root under `base`: `v2/`, or nothing for a containerd mirror with `override_path`.
     api: &'static str,
+    /// Extra headers for this endpoint's own origin (containerd `[host.header]`).
+    headers: Arc<[(HeaderName, HeaderValue)]>,
+    /// containerd's `?ns=<upstream>` on requests to a mirror (`addNamespace`).
+    ns: Option<Arc<str>>,
+}
+
+impl Endpoint {
+    /// `<base><api><path>`, with the mirror's `ns` parameter.
+    fn api_url(&self, path: &str) -> Option<Url> {
+        let mut url = self.base.join(&format!("{}{path}", self.api)).ok()?;
+        if let Some(ns) = &self.ns {
+            url.query_pairs_mut().append_pair("ns", ns);
+        }
+        Some(url)
+    }
 }
 
 const WELL_KNOWN: &[&str] = &[
@@ -64,6 +81,8 @@ pub enum ClientError {
     CaParse { registry: String, path: String },
     #[error("registries.{registry}: not a usable registry host name; give it an endpoint")]
     Name { registry: String },
+    #[error("registry {registry}: header {header:?} is not a valid HTTP header name and value")]
+    Header { registry: String, header: String },
     #[error("registry {registry}: cannot build HTTP client: {source}")]
     Build {
         registry: String,
@@ -80,6 +99,8 @@ pub struct EndpointSettings {
     pub insecure_skip_verify: bool,
     /// The endpoint's path is the API root itself (containerd `override_path`), not the place `/v2` goes.
     pub override_path: bool,
+    /// Headers sent with every request to the endpoint's own origin (containerd `[host.header]`).
+    pub headers: Vec<(String, String)>,
 }
 
 /// Counters of requests sent, for tests, benchmarks and metrics.
@@ -180,8 +201,17 @@ impl RegistryClient {
             .map_err(|source| ClientError::Build { registry: "(default)".into(), source })?;
         let mut endpoints = HashMap::new();
         for (registry, s) in settings {
-            let EndpointSettings { endpoint, ca_pem, insecure_skip_verify, override_path } = s;
+            let EndpointSettings { endpoint, ca_pem, insecure_skip_verify, override_path, headers } = s;
             let api = if *override_path { "" } else { "v2/" };
+            let headers: Arc<[(HeaderName, HeaderValue)]> = headers
+                .iter()
+                .map(|(k, v)| {
+                    let name = HeaderName::from_bytes(k.as_bytes()).ok();
+                    let value = HeaderValue::from_str(v).ok();
+                    name.zip(value).ok_or_else(|| ClientError::Header { registry: registry.clone(), header: k.clone() })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .into();
             let base = match endpoint {
                 Some(u) => with_trailing_slash(u.clone()),
                 None => default_base(registry).ok_or_else(|| ClientError::Name { registry: registry.clone() })?,
@@ -211,7 +241,10 @@ impl RegistryClient {
                 (default_client.clone(), default_client.clone())
             };
             let label = Arc::from(registry.as_str());
-            endpoints.insert(registry.clone(), Endpoint { base, client, foreign, known: true, label, api });
+            endpoints.insert(
+                registry.clone(),
+                Endpoint { base, client, foreign, known: true, label, api, headers, ns: None },
+            );
         }
         let tokens = moka::future::Cache::builder().max_capacity(10_000).expire_after(TokenExpiry).build();
         Ok(Self {
@@ -230,6 +263,12 @@ impl RegistryClient {
 
     /// The endpoint lookups for `registry` (a normalized reference's domain) go to.
     pub fn endpoint(&self, registry: &str) -> Result<Endpoint, Failure> {
+        // A mirror lookup names its upstream after the endpoint key: `<key>?ns=docker.io`.
+        if let Some((key, ns)) = registry.split_once("?ns=")
+            && let Some(ep) = self.endpoints.get(key)
+        {
+            return Ok(Endpoint { ns: Some(Arc::from(ns)), ..ep.clone() });
+        }
         if let Some(ep) = self.endpoints.get(registry) {
             return Ok(ep.clone());
         }
@@ -240,7 +279,16 @@ impl RegistryClient {
         let known = WELL_KNOWN.contains(&registry);
         let label = if known { registry } else { "other" };
         let client = self.default_client.clone();
-        Ok(Endpoint { base, foreign: client.clone(), client, known, label: Arc::from(label), api: "v2/" })
+        Ok(Endpoint {
+            base,
+            foreign: client.clone(),
+            client,
+            known,
+            label: Arc::from(label),
+            api: "v2/",
+            headers: Arc::from([]),
+            ns: None,
+        })
     }
 
     /// Sends one request, following redirects by hand: `Authorization` goes only to `auth_origin`, the
@@ -265,6 +313,11 @@ impl RegistryClient {
             let mut req = client.request(method.clone(), url.clone()).timeout(self.request_timeout);
             if let Some(a) = accept {
                 req = req.header(ACCEPT, a);
+            }
+            if url.origin() == own {
+                for (k, v) in ep.headers.iter() {
+                    req = req.header(k, v);
+                }
             }
             if let Some(auth) = authorization.filter(|_| &url.origin() == auth_origin) {
                 req = req.header(AUTHORIZATION, auth.clone());
@@ -432,9 +485,10 @@ impl RegistryClient {
 
     async fn tags(&self, ep: &Endpoint, reference: &Reference, credential: Option<&Credential>) -> Failure {
         let tag = reference.tag.clone().unwrap_or_default();
-        let Ok(url) = ep.base.join(&format!("{}{}/tags/list?n=10000", ep.api, reference.path)) else {
+        let Some(mut url) = ep.api_url(&format!("{}/tags/list", reference.path)) else {
             return Failure::TagNotFound { tag, tags: vec![] };
         };
+        url.query_pairs_mut().append_pair("n", "10000");
         let resp =
             match self.authorized(ep, Method::GET, url, Some("application/json"), &reference.path, credential).await {
                 Ok(r) => r,
@@ -474,9 +528,8 @@ impl RegistryClient {
     }
 
     fn manifest_url(ep: &Endpoint, reference: &Reference, what: &str) -> Result<Url, Failure> {
-        ep.base
-            .join(&format!("{}{}/manifests/{what}", ep.api, reference.path))
-            .map_err(|_| Failure::Unreachable { detail: format!("cannot build a URL for {reference}"), tls: false })
+        ep.api_url(&format!("{}/manifests/{what}", reference.path))
+            .ok_or_else(|| Failure::Unreachable { detail: format!("cannot build a URL for {reference}"), tls: false })
     }
 }
 
@@ -545,10 +598,9 @@ impl Registry for RegistryClient {
             Parsed::Index { platforms, .. } => Ok(platforms),
             Parsed::Schema1(p) => Ok(vec![p]),
             Parsed::Image { config_digest } => {
-                let url = ep
-                    .base
-                    .join(&format!("{}{}/blobs/{config_digest}", ep.api, reference.path))
-                    .map_err(|_| Failure::InvalidManifest { detail: "config digest is not usable in a URL".into() })?;
+                let url = ep.api_url(&format!("{}/blobs/{config_digest}", reference.path)).ok_or_else(|| {
+                    Failure::InvalidManifest { detail: "config digest is not usable in a URL".into() }
+                })?;
                 let resp = self.authorized(&ep, Method::GET, url, None, &reference.path, credential).await?;
                 if !resp.status().is_success() {
                     return Err(status_failure(&resp, credential.is_some(), "registry"));

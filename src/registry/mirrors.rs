@@ -36,6 +36,9 @@ pub struct Host {
     pub server: bool,
     /// registries.conf: the repository prefix this host's entry replaces, and what replaces it.
     pub rewrite: Option<(String, String)>,
+    /// containerd: requests carry `?ns=<the image's registry>` when this host is not that registry
+    /// (`isProxy`: registry-1.docker.io counts as docker.io).
+    pub namespace_param: bool,
 }
 
 impl Host {
@@ -50,7 +53,16 @@ impl Host {
             }
             None => r.path.clone(),
         };
-        crate::reference::Reference { domain: self.key.clone(), path, ..r.clone() }
+        let proxied = self.url.host_str().is_some_and(|h| {
+            let host = match self.url.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_string(),
+            };
+            host != r.domain && !(r.domain == "docker.io" && host == "registry-1.docker.io")
+        });
+        let domain =
+            if self.namespace_param && proxied { format!("{}?ns={}", self.key, r.domain) } else { self.key.clone() };
+        crate::reference::Reference { domain, path, ..r.clone() }
     }
 }
 
@@ -224,6 +236,7 @@ impl Mirrors {
             digests: true,
             server: false,
             rewrite,
+            namespace_param: false,
         })
     }
 
@@ -298,6 +311,19 @@ impl Mirrors {
             pem.push(b'\n');
         }
         let flag = |k: &str| entry.get(k).and_then(toml::Value::as_bool).unwrap_or(false);
+        let mut headers = Vec::new();
+        if let Some(h) = entry.get("header") {
+            let h = h.as_table().ok_or("header: expected a table of name = value")?;
+            for (k, v) in h {
+                // containerd takes a string or a list of strings per header.
+                let values: Vec<String> = match v {
+                    toml::Value::String(s) => vec![s.clone()],
+                    toml::Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+                    _ => return Err(format!("header.{k}: expected a string or a list of strings")),
+                };
+                headers.extend(values.into_iter().map(|v| (k.clone(), v)));
+            }
+        }
         let key = format!("{}#{registry}#{}", url.as_str().trim_end_matches('/'), self.endpoints.len());
         let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
         let credential_host = format!("{}{port}", url.host_str().unwrap_or_default());
@@ -306,6 +332,7 @@ impl Mirrors {
             ca_pem: (!ca_paths.is_empty()).then(|| (ca_paths.join(", "), pem)),
             insecure_skip_verify: flag("skip_verify"),
             override_path: flag("override_path"),
+            headers,
         };
         self.endpoints.push((key.clone(), settings));
         Ok(Host {
@@ -317,6 +344,7 @@ impl Mirrors {
             digests: true,
             server,
             rewrite: None,
+            namespace_param: true,
         })
     }
 }

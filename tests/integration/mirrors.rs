@@ -261,3 +261,41 @@ async fn a_mirror_gets_only_credentials_keyed_to_it_and_serve_agrees() {
         assert_eq!((reasons(&r)["app"].as_str(), &r["allowed"]), ("Ok", &json!(true)), "{name}: {r}");
     }
 }
+
+/// What a containerd mirror is sent: `?ns=` naming the upstream, the `[host.header]` headers, the path under
+/// `override_path` — and no credential of the image's own registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_gets_its_namespace_parameter_headers_and_path() {
+    use crate::support::http::{Action, Response, Server};
+    let env = Env::start(Options::default()).await;
+    let lacking = Server::start("127.0.0.1", |_| Action::Respond(Response::new(404))).await;
+    let hosts = format!(
+        "[host.\"http://{}/proxy/v2\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n  \
+         [host.\"http://{}/proxy/v2\".header]\n    x-mirror-tenant = \"team-a\"\n",
+        lacking.addr, lacking.addr
+    );
+    let engine = env.engine(&hosts_tree(env.dir.path(), &[("docker.io", hosts)]));
+    let mut snap = pullguard::cluster::Snapshot::default();
+    snap.add_object(
+        &json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                "metadata": {"name": "hub", "namespace": "default"},
+                "data": {".dockerconfigjson": support::dockerconfigjson_b64("https://index.docker.io/v1/", "alice", "alice-password")}}),
+        "default",
+    )
+    .unwrap();
+    let obj = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"imagePullSecrets": [{"name": "hub"}], "containers": [{"name": "app", "image": "nginx:1.25.4"}]}});
+    let w = Workload::from_object(&obj, "default").unwrap().unwrap();
+    let results = run_engine(&engine, &snap, &[w]).await;
+    let app = result(&results, "p", "app");
+    assert_eq!(app.served_by.as_deref(), Some("upstream docker.io"), "{}", app.message);
+    let seen = lacking.requests.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    for r in &seen {
+        // The manifest, then (for suggestions) the tag list, under the mirror's own API root.
+        assert!(r.path().starts_with("/proxy/v2/library/nginx/"), "override_path: {}", r.target);
+        assert_eq!(r.query("ns").as_deref(), Some("docker.io"), "{}", r.target);
+        assert_eq!(r.header("x-mirror-tenant"), Some("team-a"));
+        assert_eq!(r.header("authorization"), None, "docker.io's credentials never go to the mirror");
+    }
+}
