@@ -18,7 +18,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::Value;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cluster::{ClusterState, Confirm, ConfirmedView};
 use crate::contract::ContainerResult;
@@ -153,18 +153,29 @@ async fn validate<R: Registry>(
             verdict: verdict.into(),
         })
         .inc();
-    info!(
-        uid = %request.uid,
-        namespace = %request.namespace.as_deref().unwrap_or_default(),
-        kind = %request.kind.kind,
-        name = %request.name,
-        operation = ?request.operation,
-        dry_run = request.dry_run,
-        verdict,
-        reasons = %response.reasons,
-        duration_ms = elapsed.as_millis() as u64,
-        "decision"
-    );
+    // What a user acts on (warnings and denials) at info; an allowed review is already in the API server's
+    // audit log through auditAnnotations, so it is logged at debug and costs nothing at the default level.
+    macro_rules! decision {
+        ($level:ident) => {
+            $level!(
+                uid = %request.uid,
+                namespace = %request.namespace.as_deref().unwrap_or_default(),
+                kind = %request.kind.kind,
+                name = %request.name,
+                operation = ?request.operation,
+                dry_run = request.dry_run,
+                verdict,
+                reasons = %response.reasons,
+                duration_ms = elapsed.as_millis() as u64,
+                "decision"
+            )
+        };
+    }
+    if matches!(verdict, "warn" | "deny") {
+        decision!(info);
+    } else {
+        decision!(debug);
+    }
     axum::Json(response.response.into_review()).into_response()
 }
 

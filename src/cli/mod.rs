@@ -2,6 +2,7 @@
 
 pub mod certs;
 pub mod check;
+mod log;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -103,7 +104,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Check(args) => runtime.block_on(check::run(args)),
-        Command::Serve(args) => runtime.block_on(serve::run(*args)),
+        Command::Serve(args) => {
+            let code = runtime.block_on(serve::run(*args));
+            log::flush();
+            code
+        }
         Command::Certs(args) => certs::run(args),
     }
 }
@@ -119,11 +124,13 @@ impl Cli {
             .ok()
             .and_then(|s| s.parse::<tracing_subscriber::filter::Targets>().ok())
             .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(default));
-        let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false);
         let registry = tracing_subscriber::registry().with(filter);
         let _ = if serve {
+            // serve: off the runtime threads (see cli/log.rs).
+            let fmt = tracing_subscriber::fmt::layer().with_writer(log::NonBlocking::stderr()).with_ansi(false);
             registry.with(fmt.json().flatten_event(true)).try_init()
         } else {
+            let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false);
             registry.with(fmt).try_init()
         };
     }

@@ -15,10 +15,11 @@ for proto, style in (("http1", "-"), ("http2", "--")):
     rates = [r["offered_rps"] for r in rows]
     for key, label, color in (("p50_ms", "p50", "tab:green"), ("p99_ms", "p99", "tab:orange"), ("p99_9_ms", "p99.9", "tab:red")):
         ax.plot(rates, [r[key] for r in rows], style, marker="o", color=color, label=f"{label} ({proto})")
-control = [r for r in data["runs"] if "endpoint" in r]
-if control:
-    ax.plot([r["offered_rps"] for r in control], [r["p99_ms"] for r in control], ":", marker="x", color="grey",
-            label="p99 of /healthz, no work (control)")
+for proto, style in (("http1", ":"), ("http2", "-.")):
+    control = [r for r in data["runs"] if "endpoint" in r and r["protocol"] == proto]
+    if control:
+        ax.plot([r["offered_rps"] for r in control], [r["p99_ms"] for r in control], style, marker="x",
+                color="grey", label=f"p99 of /healthz, no work ({proto}, control)")
 ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
 ax.text(rates[0], 1.08, "1 ms target (p99)", color="grey", fontsize=8)
 ax.set_xlabel("offered load (AdmissionReviews / s, Deployment with 3 containers, warm cache)")
@@ -27,7 +28,7 @@ ax.set_yscale("log")
 ax.set_xticks(rates)
 ax.grid(True, which="both", alpha=0.3)
 ax.legend(fontsize=7, ncol=2, loc="center right")
-ax.set_title("pullguard serve over HTTPS, loopback, 2 cores")
+ax.set_title("pullguard serve over HTTPS, loopback: server on 1 core, oha on the other")
 fig.tight_layout()
 fig.savefig(here / "latency.png")
 print("wrote", here / "latency.png")

@@ -43,10 +43,21 @@ fn deployment(images: &[&str]) -> Value {
                     "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": containers}}}})
 }
 
-/// Runs oha and returns its JSON report.
+/// CPUs for the server and for the load generator, disjoint so the tail measured is the server's and not the
+/// two competing for one core: `PULLGUARD_BENCH_SERVER_CPUS` (default `0`) and `PULLGUARD_BENCH_LOAD_CPUS`
+/// (default: every other CPU; on a 2-core machine, CPU 1).
+fn cpus() -> (String, String) {
+    let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let server = std::env::var("PULLGUARD_BENCH_SERVER_CPUS").unwrap_or_else(|_| "0".into());
+    let load = std::env::var("PULLGUARD_BENCH_LOAD_CPUS").unwrap_or_else(|_| format!("1-{}", n.max(2) - 1));
+    (server, load)
+}
+
+/// Runs oha, pinned to the load generator's CPUs, and returns its JSON report.
 fn oha(url: &str, body: Option<&Path>, args: &[&str]) -> Value {
     let ca = support::fixtures().join("pki/ca.pem");
-    let mut cmd = std::process::Command::new("oha");
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.args(["-c", &cpus().1, "oha"]);
     cmd.args(["--no-tui", "--output-format", "json"]);
     if let Some(body) = body {
         cmd.args(["-m", "POST", "-T", "application/json"]).arg("-D").arg(body);
@@ -67,6 +78,14 @@ async fn bench_webhook(env: &Env) {
     let level = std::env::var("PULLGUARD_BENCH_LOG").unwrap_or_else(|_| "info".into());
     let wh = Webhook::spawn(&env.config(""), &api, &[], &level);
     wh.wait_ready().await;
+    // Every thread of the server onto its CPUs (threads started later inherit it).
+    let (server_cpus, load_cpus) = cpus();
+    let pinned = std::process::Command::new("taskset")
+        .args(["-a", "-c", "-p", &server_cpus, &wh.pid().to_string()])
+        .output()
+        .expect("taskset (util-linux) is installed");
+    assert!(pinned.status.success(), "taskset: {}", String::from_utf8_lossy(&pinned.stderr));
+    println!("server on CPUs {server_cpus}, load generator on CPUs {load_cpus}");
     let body = env.dir.path().join("review.json");
     let review = create_review("bench", &deployment(&["nginx:1.25.3", "alpine:3.19", "team/myapp:v2.3.0"]));
     std::fs::write(&body, serde_json::to_vec(&review).unwrap()).unwrap();
@@ -76,7 +95,7 @@ async fn bench_webhook(env: &Env) {
     let mut rows = vec![];
     let rates: Vec<u32> = std::env::var("PULLGUARD_BENCH_RATES")
         .map(|s| s.split(',').filter_map(|r| r.parse().ok()).collect())
-        .unwrap_or_else(|_| vec![500, 1000, 2000]);
+        .unwrap_or_else(|_| vec![1000, 2000, 5000]);
     let protocols: Vec<(&str, Vec<&str>)> = match std::env::var("PULLGUARD_BENCH_PROTOCOLS").as_deref() {
         Ok("http1") => vec![("http1", vec![])],
         _ => vec![("http1", vec![]), ("http2", vec!["--http2", "-p", "8"])],
@@ -110,18 +129,42 @@ async fn bench_webhook(env: &Env) {
         println!("webhook {proto} max: {row}");
         rows.push(row);
     }
-    // Control: the same load on /healthz over the same TLS port, which does no work at all. What it shows
-    // in the tail is the machine (load generator and server sharing 2 cores), not the review path.
+    // Control: the same load on /healthz over the same TLS port and protocol, which does no work at all. Its
+    // tail is this machine's TLS and scheduling floor; a review's p99 is reported as a ratio to it.
     let health = format!("https://127.0.0.1:{}/healthz", wh.port);
-    for &rate in &rates {
-        let rate_s = rate.to_string();
-        let r = oha(&health, None, &["-z", "10s", "-q", &rate_s, "--latency-correction", "-c", "16"]);
-        let p = &r["latencyPercentiles"];
-        let row = json!({"protocol": "http1", "endpoint": "/healthz (control)", "offered_rps": rate,
-            "achieved_rps": r["summary"]["requestsPerSec"], "p50_ms": ms(&p["p50"]), "p99_ms": ms(&p["p99"]),
-            "p99_9_ms": ms(&p["p99.9"]), "max_ms": ms(&r["summary"]["slowest"])});
-        println!("control /healthz {rate}/s: {row}");
-        rows.push(row);
+    let protocols: Vec<(&str, Vec<&str>)> = match std::env::var("PULLGUARD_BENCH_PROTOCOLS").as_deref() {
+        Ok("http1") => vec![("http1", vec![])],
+        _ => vec![("http1", vec![]), ("http2", vec!["--http2", "-p", "8"])],
+    };
+    for (proto, extra) in protocols {
+        for &rate in &rates {
+            let rate_s = rate.to_string();
+            let mut args = vec!["-z", "10s", "-q", &rate_s, "--latency-correction", "-c", "16"];
+            args.extend(extra.iter().copied());
+            let r = oha(&health, None, &args);
+            let p = &r["latencyPercentiles"];
+            let row = json!({"protocol": proto, "endpoint": "/healthz (control)", "offered_rps": rate,
+                "achieved_rps": r["summary"]["requestsPerSec"], "p50_ms": ms(&p["p50"]), "p99_ms": ms(&p["p99"]),
+                "p99_9_ms": ms(&p["p99.9"]), "max_ms": ms(&r["summary"]["slowest"])});
+            println!("control /healthz {proto} {rate}/s: {row}");
+            rows.push(row);
+        }
+    }
+    // Each review row's tail against the control of the same protocol and rate.
+    let controls: Vec<Value> = rows.iter().filter(|r| r.get("endpoint").is_some()).cloned().collect();
+    for row in rows.iter_mut().filter(|r| r.get("endpoint").is_none()) {
+        let control =
+            controls.iter().find(|c| c["protocol"] == row["protocol"] && c["offered_rps"] == row["offered_rps"]);
+        if let Some(c) = control {
+            let ratio = |k: &str| row[k].as_f64().unwrap_or(f64::NAN) / c[k].as_f64().unwrap_or(f64::NAN);
+            let (p99, p999) = (ratio("p99_ms"), ratio("p99_9_ms"));
+            row["p99_vs_control"] = json!(p99);
+            row["p99_9_vs_control"] = json!(p999);
+            println!(
+                "webhook {} {}/s: p99 {p99:.2}x control, p99.9 {p999:.2}x control",
+                row["protocol"], row["offered_rps"]
+            );
+        }
     }
     let metrics = wh.metrics().await;
     let registry_requests: u64 = metrics
@@ -132,7 +175,8 @@ async fn bench_webhook(env: &Env) {
         .sum();
     save(
         "webhook",
-        &json!({"review": "Deployment with 3 containers, warm cache", "runs": rows,
+        &json!({"review": "Deployment with 3 containers, warm cache", "server_cpus": server_cpus,
+        "load_cpus": load_cpus, "runs": rows,
         "registry_requests_during_run": registry_requests}),
     );
 }
