@@ -108,7 +108,13 @@ impl Platform {
     /// the CPU's x86-64 level (`cpuinfo.go` `getAmd64MicroArchLevel`): such a node is taken to run
     /// `amd64/v2`…`v4` entries too, and [`Platform::cpu_level_needed`] says when that assumption decided.
     pub fn can_run(&self, entry: &Platform) -> bool {
-        !entry.is_unknown() && (self.compatible().iter().any(|p| p == entry) || self.amd64_level_of(entry).is_some())
+        self.can_run_any(std::slice::from_ref(entry))
+    }
+
+    /// Whether a node of platform `self` can pull any of `entries` (its compatibility vector built once).
+    pub fn can_run_any(&self, entries: &[Platform]) -> bool {
+        let vector = self.compatible();
+        entries.iter().any(|e| !e.is_unknown() && (vector.iter().any(|p| p == e) || self.amd64_level_of(e).is_some()))
     }
 
     fn amd64_level_of(&self, entry: &Platform) -> Option<u32> {
@@ -212,7 +218,7 @@ pub enum PlatformFit {
 /// Compares the image's platforms with the node platforms the pod may land on.
 pub fn fit(image: &[Platform], nodes: &[Platform]) -> PlatformFit {
     let (supported, unsupported): (Vec<Platform>, Vec<Platform>) =
-        nodes.iter().cloned().partition(|n| image.iter().any(|e| n.can_run(e)));
+        nodes.iter().cloned().partition(|n| n.can_run_any(image));
     if unsupported.is_empty() {
         PlatformFit::All
     } else if supported.is_empty() {

@@ -149,7 +149,7 @@ async fn validate<R: Registry>(
         .reviews
         .get_or_create(&ReviewLabels {
             kind: request.kind.kind.clone(),
-            operation: format!("{:?}", request.operation).to_uppercase(),
+            operation: operation_label(&request.operation).into(),
             verdict: verdict.into(),
         })
         .inc();
@@ -177,6 +177,16 @@ async fn validate<R: Registry>(
         decision!(debug);
     }
     axum::Json(response.response.into_review()).into_response()
+}
+
+/// The metrics label of an operation, without formatting one per review.
+fn operation_label(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
 }
 
 /// Fail-open answer when no slot frees up before the deadline.
