@@ -68,6 +68,21 @@ fn oha(url: &str, body: Option<&Path>, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("oha prints JSON")
 }
 
+/// The protocols measured (`PULLGUARD_BENCH_PROTOCOLS=http1` for HTTP/1.1 only) and their oha flags.
+fn protocols() -> Vec<(&'static str, Vec<&'static str>)> {
+    match std::env::var("PULLGUARD_BENCH_PROTOCOLS").as_deref() {
+        Ok("http1") => vec![("http1", vec![])],
+        _ => vec![("http1", vec![]), ("http2", vec!["--http2", "-p", "8"])],
+    }
+}
+
+/// oha flags for 10 s at a fixed rate over 16 connections, with latency correction.
+fn fixed_rate<'a>(rate: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["-z", "10s", "-q", rate, "--latency-correction", "-c", "16"];
+    args.extend(extra.iter().copied());
+    args
+}
+
 fn ms(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN) * 1000.0
 }
@@ -96,15 +111,10 @@ async fn bench_webhook(env: &Env) {
     let rates: Vec<u32> = std::env::var("PULLGUARD_BENCH_RATES")
         .map(|s| s.split(',').filter_map(|r| r.parse().ok()).collect())
         .unwrap_or_else(|_| vec![1000, 2000, 5000]);
-    let protocols: Vec<(&str, Vec<&str>)> = match std::env::var("PULLGUARD_BENCH_PROTOCOLS").as_deref() {
-        Ok("http1") => vec![("http1", vec![])],
-        _ => vec![("http1", vec![]), ("http2", vec!["--http2", "-p", "8"])],
-    };
-    for (proto, extra) in protocols {
+    for (proto, extra) in protocols() {
         for &rate in &rates {
             let rate_s = rate.to_string();
-            let mut args = vec!["-z", "10s", "-q", &rate_s, "--latency-correction", "-c", "16"];
-            args.extend(extra.iter().copied());
+            let args = fixed_rate(&rate_s, &extra);
             let cpu = support::cpu_seconds(wh.pid());
             let r = oha(&url, Some(&body), &args);
             let total = r["statusCodeDistribution"]["200"].as_f64().unwrap_or(1.0);
@@ -132,16 +142,10 @@ async fn bench_webhook(env: &Env) {
     // Control: the same load on /healthz over the same TLS port and protocol, which does no work at all. Its
     // tail is this machine's TLS and scheduling floor; a review's p99 is reported as a ratio to it.
     let health = format!("https://127.0.0.1:{}/healthz", wh.port);
-    let protocols: Vec<(&str, Vec<&str>)> = match std::env::var("PULLGUARD_BENCH_PROTOCOLS").as_deref() {
-        Ok("http1") => vec![("http1", vec![])],
-        _ => vec![("http1", vec![]), ("http2", vec!["--http2", "-p", "8"])],
-    };
-    for (proto, extra) in protocols {
+    for (proto, extra) in protocols() {
         for &rate in &rates {
             let rate_s = rate.to_string();
-            let mut args = vec!["-z", "10s", "-q", &rate_s, "--latency-correction", "-c", "16"];
-            args.extend(extra.iter().copied());
-            let r = oha(&health, None, &args);
+            let r = oha(&health, None, &fixed_rate(&rate_s, &extra));
             let p = &r["latencyPercentiles"];
             let row = json!({"protocol": proto, "endpoint": "/healthz (control)", "offered_rps": rate,
                 "achieved_rps": r["summary"]["requestsPerSec"], "p50_ms": ms(&p["p50"]), "p99_ms": ms(&p["p99"]),
