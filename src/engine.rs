@@ -1,6 +1,7 @@
 //! The engine shared by `check` and `serve`: workload → containers → references → credential candidates →
 //! cached lookups → policy decisions.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,25 +119,20 @@ impl<R: Registry> Engine<R> {
             async move {
                 // The kubelet's order: the pod's keyring, then one node keyring of the node's config.json and
                 // every provider's answer for this image (`providersDockerKeyring`), sorted together.
-                let mut node = self.node_keyring.clone();
+                // Borrowed unless a provider answers: no copy of the node keyring per container otherwise.
+                let mut node = Cow::Borrowed(&self.node_keyring);
                 if let (Some(repo), true) = (&repo, looked_up && !self.settings.providers.is_empty()) {
                     let end = tokio::time::Instant::now() + self.settings.deadline;
                     let end = deadline.map_or(end, |d| d.min(end));
                     for outcome in self.settings.providers.provide(repo, Some(identity), end).await {
                         if let ProviderOutcome::Credentials { provider, config } = &outcome {
-                            node.add(&Source::Provider { name: provider.clone() }, config);
+                            node.to_mut().add(&Source::Provider { name: provider.clone() }, config);
                         }
                         eval.providers.push(outcome.report());
                     }
                 }
-                let candidates: Vec<Candidate> = match &repo {
-                    Some(repo) => {
-                        let mut v = creds.keyring.lookup(repo);
-                        v.extend(node.lookup(repo));
-                        v
-                    }
-                    None => vec![],
-                };
+                let candidates =
+                    repo.as_deref().map_or_else(Vec::new, |r| kubelet_candidates(&creds.keyring, &node, r));
                 eval.candidates = candidates.iter().map(Candidate::info).collect();
                 if let (Ok(r), true) = (&eval.reference, looked_up) {
                     let walk = self.lookup_hosts(r, candidates, &creds.keyring, &node, deadline).await;
@@ -181,9 +177,7 @@ impl<R: Registry> Engine<R> {
             let (target, cands, shown) = match host {
                 Some(h) => {
                     let target = h.target(r);
-                    let keyed = format!("{}/{}", h.credential_host, target.path);
-                    let mut c = pod.lookup(&keyed);
-                    c.extend(node.lookup(&keyed));
+                    let c = kubelet_candidates(pod, node, &format!("{}/{}", h.credential_host, target.path));
                     let label = if h.server { "server" } else { "mirror" };
                     (target, c, format!("{label} {}", h.url))
                 }
@@ -261,6 +255,13 @@ impl<R: Registry> Engine<R> {
         };
         LookupOutcome::Failed { failure, rejected }
     }
+}
+
+/// The kubelet's order of credentials for a repository: the pod's keyring, then the node's.
+fn kubelet_candidates(pod: &Keyring, node: &Keyring, repository: &str) -> Vec<Candidate> {
+    let mut v = pod.lookup(repository);
+    v.extend(node.lookup(repository));
+    v
 }
 
 /// What the walk over a registry's hosts found: the outcome, the candidates its indices refer to, the host

@@ -354,58 +354,9 @@ impl Providers {
         let mut out = Vec::new();
         for p in self.list.iter().filter(|p| p.match_images.iter().any(|m| urls_match(m, repository))) {
             out.push(match (&p.token, identity) {
-                (Some(t), Some(id)) => {
-                    let missing = t
-                        .required_service_account_annotation_keys
-                        .iter()
-                        .find(|k| id.annotations.is_some_and(|a| !a.contains_key(k.as_str())));
-                    let service_account = format!("{}/{}", id.namespace, id.name);
-                    match (missing, id.minter, id.annotations) {
-                        (Some(k), ..) => ProviderOutcome::AnnotationMissing {
-                            provider: p.name.clone(),
-                            service_account,
-                            annotation: k.clone(),
-                        },
-                        (None, Some(minter), Some(annotations)) => {
-                            let minted = tokio::time::timeout_at(
-                                deadline,
-                                minter.mint(id.namespace, id.name, &t.service_account_token_audience),
-                            )
-                            .await
-                            .unwrap_or_else(|_| Err("the TokenRequest did not answer in time".into()));
-                            match minted {
-                                Ok(token) => {
-                                    let keys = t
-                                        .required_service_account_annotation_keys
-                                        .iter()
-                                        .chain(&t.optional_service_account_annotation_keys);
-                                    let passed: BTreeMap<String, String> = keys
-                                        .filter_map(|k| annotations.get(k).map(|v| (k.clone(), v.clone())))
-                                        .collect();
-                                    let key = format!(
-                                        "\u{0}sa={service_account}\u{0}{}",
-                                        serde_json::to_string(&passed).unwrap_or_default()
-                                    );
-                                    let pod = PodToken { token, key, annotations: passed };
-                                    match p.clone().credentials(repository, Some(pod), deadline).await {
-                                        Ok(config) => ProviderOutcome::Credentials { provider: p.name.clone(), config },
-                                        Err(failure) => ProviderOutcome::Failed { provider: p.name.clone(), failure },
-                                    }
-                                }
-                                Err(e) => ProviderOutcome::Failed {
-                                    provider: p.name.clone(),
-                                    failure: ProviderFailure::Token(e),
-                                },
-                            }
-                        }
-                        (None, ..) => ProviderOutcome::NeedsPodIdentity { provider: p.name.clone(), service_account },
-                    }
-                }
+                (None, _) => p.outcome(repository, None, deadline).await,
                 (Some(_), None) => continue,
-                (None, _) => match p.clone().credentials(repository, None, deadline).await {
-                    Ok(config) => ProviderOutcome::Credentials { provider: p.name.clone(), config },
-                    Err(failure) => ProviderOutcome::Failed { provider: p.name.clone(), failure },
-                },
+                (Some(t), Some(id)) => p.with_identity(t, id, repository, deadline).await,
             });
         }
         out
@@ -413,6 +364,51 @@ impl Providers {
 }
 
 impl Provider {
+    /// The provider's credentials for the image, as an outcome.
+    async fn outcome(self: &Arc<Self>, image: &str, pod: Option<PodToken>, deadline: Instant) -> ProviderOutcome {
+        let provider = self.name.clone();
+        match self.clone().credentials(image, pod, deadline).await {
+            Ok(config) => ProviderOutcome::Credentials { provider, config },
+            Err(failure) => ProviderOutcome::Failed { provider, failure },
+        }
+    }
+
+    /// A service-account-token provider for the pod's ServiceAccount: skipped by the kubelet when a required
+    /// annotation is missing; run with a minted token only when minting is on and the ServiceAccount known.
+    async fn with_identity(
+        self: &Arc<Self>,
+        t: &TokenAttributes,
+        id: &PodIdentity<'_>,
+        image: &str,
+        deadline: Instant,
+    ) -> ProviderOutcome {
+        let provider = self.name.clone();
+        let service_account = format!("{}/{}", id.namespace, id.name);
+        let missing = t
+            .required_service_account_annotation_keys
+            .iter()
+            .find(|k| id.annotations.is_some_and(|a| !a.contains_key(k.as_str())));
+        if let Some(k) = missing {
+            return ProviderOutcome::AnnotationMissing { provider, service_account, annotation: k.clone() };
+        }
+        let (Some(minter), Some(annotations)) = (id.minter, id.annotations) else {
+            return ProviderOutcome::NeedsPodIdentity { provider, service_account };
+        };
+        let minted =
+            tokio::time::timeout_at(deadline, minter.mint(id.namespace, id.name, &t.service_account_token_audience))
+                .await
+                .unwrap_or_else(|_| Err("the TokenRequest did not answer in time".into()));
+        let token = match minted {
+            Ok(token) => token,
+            Err(e) => return ProviderOutcome::Failed { provider, failure: ProviderFailure::Token(e) },
+        };
+        let keys = t.required_service_account_annotation_keys.iter().chain(&t.optional_service_account_annotation_keys);
+        let passed: BTreeMap<String, String> =
+            keys.filter_map(|k| annotations.get(k).map(|v| (k.clone(), v.clone()))).collect();
+        let key = format!("\u{0}sa={service_account}\u{0}{}", serde_json::to_string(&passed).unwrap_or_default());
+        self.outcome(image, Some(PodToken { token, key, annotations: passed }), deadline).await
+    }
+
     /// The cache (image, then registry, then global key), else one exec shared by concurrent asks.
     /// In token mode every key carries the ServiceAccount and its annotations, so one pod's answer never
     /// serves another ServiceAccount (the kubelet's `generateCacheKey`).

@@ -245,10 +245,6 @@ impl Mirrors {
         &self.endpoints
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_registry.is_empty() && self.fallback.is_none() && self.by_prefix.is_empty()
-    }
-
     fn parse(&mut self, registry: &str, file: &Path) -> Result<Hosts, MirrorError> {
         let invalid = |message: String| MirrorError::Invalid { path: file.display().to_string(), message };
         let text = std::fs::read_to_string(file).map_err(|e| invalid(e.to_string()))?;
