@@ -6,9 +6,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionReview};
-
 use crate::admission::{AppState, Settings, review_request};
 use crate::cache::{CacheSettings, CachedRegistry};
 use crate::cluster::Snapshot;
@@ -162,8 +159,7 @@ fn fixture() -> &'static Fixture {
 /// An AdmissionReview body → a response, with lookups answered by [`FixtureRegistry`]. The response must
 /// echo the uid, and a denial must carry 403 and a message.
 pub fn admission(data: &[u8]) {
-    let Ok(review) = serde_json::from_slice::<AdmissionReview<DynamicObject>>(data) else { return };
-    let Ok(request): Result<AdmissionRequest<DynamicObject>, _> = review.try_into() else { return };
+    let Ok(request) = crate::admission::Request::parse(data) else { return };
     let f = fixture();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
     let reviewed = f.runtime.block_on(async {

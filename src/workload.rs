@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Identifies an object in the input (a file and document) or in an admission request.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -172,6 +173,8 @@ pub struct Workload {
     pub spec: PodSpec,
     /// JSON path of the pod spec inside the object, e.g. `spec.template.spec`.
     pub spec_path: &'static str,
+    /// The kind of the object's controlling owner (the ownerReference with `controller: true`), if any.
+    pub controller: Option<String>,
 }
 
 /// Why an object that should hold a pod spec could not be read.
@@ -200,6 +203,121 @@ pub fn pod_spec_path(kind: &str) -> Option<&'static str> {
     }
 }
 
+/// A pod spec that cannot be read: the path inside it (empty or `.` for the spec itself) and why.
+type SpecError = (String, serde_json::Error);
+
+fn split(e: serde_path_to_error::Error<serde_json::Error>) -> SpecError {
+    (e.path().to_string(), e.into_inner())
+}
+
+/// The error without its "at line 1 column N": a position in the pod spec's text alone means nothing to
+/// whoever reads it.
+fn without_position(e: serde_json::Error) -> serde_json::Error {
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match e.to_string().strip_suffix(&suffix) {
+        Some(message) => serde::de::Error::custom(message),
+        None => e,
+    }
+}
+
+/// An object's top level as pullguard reads it; `S` holds `spec` undecoded.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head<S> {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: Option<Meta>,
+    spec: Option<S>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Meta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    generate_name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    owner_references: Option<Vec<OwnerReference>>,
+}
+
+#[derive(Deserialize)]
+struct OwnerReference {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    controller: Option<bool>,
+}
+
+impl Meta {
+    fn controller(&self) -> Option<String> {
+        let refs = self.owner_references.as_deref()?;
+        refs.iter().find(|r| r.controller == Some(true)).map(|r| r.kind.clone())
+    }
+}
+
+impl<S> Head<S> {
+    /// The workload, given its pod spec as decoded from `spec_path` (`None`: the object has none there).
+    fn finish(
+        self,
+        spec_path: &'static str,
+        spec: Result<Option<PodSpec>, SpecError>,
+        controller: Option<String>,
+        default_namespace: &str,
+    ) -> Result<Workload, WorkloadError> {
+        let kind = self.kind.unwrap_or_default();
+        let meta = self.metadata;
+        let name = meta.as_ref().and_then(|m| m.name.clone().or_else(|| m.generate_name.clone())).unwrap_or_default();
+        let spec = spec.map_err(|(inner, source)| {
+            let path =
+                if inner == "." || inner.is_empty() { spec_path.to_string() } else { format!("{spec_path}.{inner}") };
+            WorkloadError::Spec { kind: kind.clone(), name: name.clone(), path, source }
+        })?;
+        let namespace =
+            meta.and_then(|m| m.namespace).filter(|n| !n.is_empty()).unwrap_or_else(|| default_namespace.to_string());
+        let object = ObjectRef {
+            api_version: self.api_version.unwrap_or_default(),
+            kind,
+            namespace,
+            name,
+            file: None,
+            document: None,
+        };
+        Ok(Workload { object, spec: spec.unwrap_or_default(), spec_path, controller })
+    }
+}
+
+/// The value of one field of a JSON object, left undecoded; every other field is skipped unread.
+fn field<'a>(object: &'a RawValue, key: &str) -> Result<Option<&'a RawValue>, serde_json::Error> {
+    struct Field<'k>(&'k str);
+    impl<'de> serde::de::Visitor<'de> for Field<'_> {
+        type Value = Option<&'de RawValue>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if k == self.0 && found.is_none() {
+                    found = Some(map.next_value::<&'de RawValue>()?);
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(found.filter(|v| v.get() != "null"))
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    serde::Deserializer::deserialize_any(&mut serde_json::Deserializer::from_str(object.get()), Field(key))
+}
+
 impl Workload {
     /// Extracts the pod spec of a workload object; `Ok(None)` for kinds that run no containers.
     pub fn from_object(obj: &Value, default_namespace: &str) -> Result<Option<Self>, WorkloadError> {
@@ -209,33 +327,60 @@ impl Workload {
         };
         let meta = obj.get("metadata");
         let text = |v: Option<&Value>, k: &str| v.and_then(|m| m.get(k)).and_then(Value::as_str).map(str::to_string);
-        let name = text(meta, "name").or_else(|| text(meta, "generateName")).unwrap_or_default();
-        let namespace =
-            text(meta, "namespace").filter(|n| !n.is_empty()).unwrap_or_else(|| default_namespace.to_string());
-        let object = ObjectRef {
-            api_version: text(Some(obj), "apiVersion").unwrap_or_default(),
-            kind: kind.to_string(),
-            namespace,
-            name: name.clone(),
-            file: None,
-            document: None,
+        let head = Head {
+            api_version: text(Some(obj), "apiVersion"),
+            kind: Some(kind.to_string()),
+            metadata: Some(Meta {
+                name: text(meta, "name"),
+                generate_name: text(meta, "generateName"),
+                namespace: text(meta, "namespace"),
+                owner_references: None,
+            }),
+            spec: None::<()>,
         };
-        let mut node = obj;
+        let controller = meta
+            .and_then(|m| m.get("ownerReferences"))
+            .and_then(Value::as_array)
+            .and_then(|refs| refs.iter().find(|r| r.get("controller").and_then(Value::as_bool) == Some(true)))
+            .and_then(|r| r.get("kind").and_then(Value::as_str))
+            .map(str::to_string);
+        // A null on the way reads as absent, as in the JSON text of a review.
+        let mut node = Some(obj);
         for key in spec_path.split('.') {
-            match node.get(key) {
-                Some(v) => node = v,
-                None => {
-                    return Ok(Some(Self { object, spec: PodSpec::default(), spec_path }));
-                }
-            }
+            node = node.and_then(|n| n.get(key)).filter(|n| !n.is_null());
         }
-        let spec = serde_path_to_error::deserialize(node).map_err(|e| {
-            let inner = e.path().to_string();
-            let path =
-                if inner == "." || inner.is_empty() { spec_path.to_string() } else { format!("{spec_path}.{inner}") };
-            WorkloadError::Spec { kind: kind.to_string(), name, path, source: e.into_inner() }
-        })?;
-        Ok(Some(Self { object, spec, spec_path }))
+        let spec = node.map(|n| serde_path_to_error::deserialize(n).map_err(split)).transpose();
+        head.finish(spec_path, spec, controller, default_namespace).map(Some)
+    }
+
+    /// [`from_object`](Self::from_object) straight from JSON text, as an admission review carries the object:
+    /// only the top level, `metadata` and the pod spec are decoded; everything else is skipped unread.
+    pub fn from_json(raw: &str, default_namespace: &str) -> Result<Option<Self>, WorkloadError> {
+        let head: Head<&RawValue> = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(raw))
+            .map_err(|e| WorkloadError::Spec {
+                kind: String::new(),
+                name: String::new(),
+                path: e.path().to_string(),
+                source: e.into_inner(),
+            })?;
+        let Some(spec_path) = pod_spec_path(head.kind.as_deref().unwrap_or_default()) else {
+            return Ok(None);
+        };
+        let mut node = Ok(head.spec);
+        for key in spec_path.split('.').skip(1) {
+            node = node.and_then(|n| n.map(|n| field(n, key)).transpose().map(Option::flatten));
+        }
+        let spec = node.map_err(|e| (String::new(), e)).and_then(|n| {
+            n.map(|n| {
+                serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(n.get())).map_err(|e| {
+                    let (path, e) = split(e);
+                    (path, without_position(e))
+                })
+            })
+            .transpose()
+        });
+        let controller = head.metadata.as_ref().and_then(Meta::controller);
+        head.finish(spec_path, spec, controller, default_namespace).map(Some)
     }
 
     /// Every image the kubelet pulls for the pod: containers, init containers, ephemeral containers, then image
@@ -341,6 +486,46 @@ mod tests {
         let obj = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": "nope"}});
         let err = Workload::from_object(&obj, "d").unwrap_err().to_string();
         assert!(err.contains("Pod \"p\"") && err.contains("field spec"), "{err}");
+    }
+
+    /// What the admission path reads from the review's JSON text is what `check` reads from a document.
+    #[test]
+    fn json_text_and_value_read_alike() {
+        let tpl = json!({"spec": {"containers": [{"name": "a", "image": "nginx", "imagePullPolicy": "Always"}],
+            "imagePullSecrets": [{"name": "s"}], "nodeSelector": {"kubernetes.io/arch": "arm64"}}});
+        let managed = json!([{"manager": "kubectl", "fieldsV1": {"f:spec": {"f:template": {}}}}]);
+        let cases = [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "prod"}, "spec": tpl["spec"]}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"generateName": "web-",
+                "managedFields": managed, "labels": {"a": "b"}}, "status": {"replicas": 3}, "spec": {"replicas": 2,
+                "selector": {}, "template": tpl}}),
+            json!({"kind": "ReplicaSet", "metadata": {"name": "r", "namespace": "",
+                "ownerReferences": [{"kind": "Other"}, {"kind": "Deployment", "controller": true}]},
+                "spec": {"template": tpl}}),
+            json!({"kind": "CronJob", "metadata": {"name": "c"}, "spec": {"jobTemplate": {"spec": {"template": tpl}}}}),
+            json!({"kind": "CronJob", "metadata": {"name": "c"}, "spec": {"jobTemplate": null}}),
+            json!({"kind": "Deployment", "metadata": {"name": "d"}, "spec": null}),
+            json!({"kind": "Deployment", "metadata": null}),
+            json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": null}),
+            json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": 42}]}}),
+            json!({"kind": "Job", "metadata": {"name": "j"}, "spec": {"template": {"spec": {"volumes": 1}}}}),
+            json!({"kind": "ConfigMap", "data": {"spec": 1}}),
+            json!({"data": 1}),
+        ];
+        let seen = |r: Result<Option<Workload>, WorkloadError>| match r {
+            Ok(Some(w)) => {
+                let pulls: Vec<String> = w.containers().iter().map(|c| format!("{c:?}")).collect();
+                format!("{:?} {} {:?} {pulls:?} {:?}", w.object, w.spec_path, w.controller, w.spec.image_pull_secrets)
+            }
+            Ok(None) => "none".into(),
+            Err(e) => e.to_string(),
+        };
+        for obj in cases {
+            let text = obj.to_string();
+            assert_eq!(seen(Workload::from_json(&text, "dflt")), seen(Workload::from_object(&obj, "dflt")), "{text}");
+        }
+        let w = Workload::from_json(r#"{"kind":"Pod","metadata":{"name":"p\u0031"},"spec":{}}"#, "d").unwrap().unwrap();
+        assert_eq!(w.object.name, "p1", "escaped names are read as the API server reads them");
     }
 
     /// A wrong type deep inside the spec named only `field spec`.

@@ -14,9 +14,7 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use serde_json::Value;
+use kube::core::admission::{AdmissionResponse, Operation};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -27,6 +25,9 @@ use crate::metrics::{Metrics, ReasonLabels, ReviewLabels};
 use crate::policy::{Mode, Reason, Verdict};
 use crate::registry::Registry;
 use crate::workload::{ContainerType, Workload};
+
+mod wire;
+pub use wire::{Request, ReviewError};
 
 /// The API server admits objects up to ~1.5 MiB; a review carries the object and the old object.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -118,18 +119,15 @@ async fn validate<R: Registry>(
     let started = arrival.map_or_else(Instant::now, |a| a.0.0);
     // Read the body ourselves: the API server sends application/json, but a missing header must not turn a
     // review into an unexplained 415.
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+    let request = match Request::parse(&body) {
         Ok(r) => r,
+        Err(e @ ReviewError::NoRequest) => {
+            return (StatusCode::BAD_REQUEST, format!("pullguard: {e}\n")).into_response();
+        }
         Err(e) => {
             warn!(error = %e, "unreadable AdmissionReview");
             return (StatusCode::BAD_REQUEST, format!("pullguard: cannot read the AdmissionReview: {e}\n"))
                 .into_response();
-        }
-    };
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(r) => r,
-        Err(_) => {
-            return (StatusCode::BAD_REQUEST, "pullguard: the AdmissionReview has no request\n").into_response();
         }
     };
     let timeout = query.get("timeout").and_then(|t| parse_go_duration(t)).unwrap_or(state.settings.default_timeout);
@@ -190,8 +188,8 @@ fn operation_label(op: &Operation) -> &'static str {
 }
 
 /// Fail-open answer when no slot frees up before the deadline.
-fn overloaded(request: &AdmissionRequest<DynamicObject>) -> Reviewed {
-    let mut response = AdmissionResponse::from(request);
+fn overloaded(request: &Request) -> Reviewed {
+    let mut response = request.response();
     response.audit_annotations.insert("skipped".into(), "overloaded".into());
     response.warnings = Some(vec!["pullguard: overloaded; the images were not checked".into()]);
     Reviewed { response, verdict: "skip", reasons: String::new() }
@@ -207,13 +205,9 @@ pub struct Reviewed {
 }
 
 /// Decides one admission request.
-pub async fn review_request<R: Registry>(
-    state: &AppState<R>,
-    request: &AdmissionRequest<DynamicObject>,
-    deadline: Instant,
-) -> Reviewed {
+pub async fn review_request<R: Registry>(state: &AppState<R>, request: &Request<'_>, deadline: Instant) -> Reviewed {
     let skip = |why: &str| {
-        let mut response = AdmissionResponse::from(request);
+        let mut response = request.response();
         response.audit_annotations.insert("skipped".into(), why.into());
         Reviewed { response, verdict: "skip", reasons: String::new() }
     };
@@ -228,15 +222,10 @@ pub async fn review_request<R: Registry>(
         Some(mode) => mode,
         None => return skip("namespace mode off"),
     };
-    let Some(object) = request.object.as_ref().and_then(|o| serde_json::to_value(o).ok()) else {
+    let Some(object) = request.object else {
         return skip("no object");
     };
-    if !state.settings.check_controlled_pods
-        && created_by_controller(request.user_info.username.as_deref().unwrap_or_default(), &object)
-    {
-        return skip("created by a controller from a template checked with its owner");
-    }
-    let workload = match Workload::from_object(&object, &namespace) {
+    let workload = match Workload::from_json(object.get(), &namespace) {
         Ok(Some(w)) => w,
         Ok(None) => return skip("kind has no pod template"),
         Err(e) => {
@@ -245,9 +234,14 @@ pub async fn review_request<R: Registry>(
             return skip("unreadable pod template");
         }
     };
-    let selected: Option<HashSet<(ContainerType, String)>> = match (&request.operation, &request.old_object) {
+    if !state.settings.check_controlled_pods
+        && created_by_controller(request.user_info.username.as_deref().unwrap_or_default(), &workload)
+    {
+        return skip("created by a controller from a template checked with its owner");
+    }
+    let selected: Option<HashSet<(ContainerType, String)>> = match (&request.operation, request.old_object) {
         (Operation::Update, Some(old)) => {
-            let old = serde_json::to_value(old).ok().and_then(|o| Workload::from_object(&o, &namespace).ok().flatten());
+            let old = Workload::from_json(old.get(), &namespace).ok().flatten();
             old.map(|old| changed_containers(&workload, &old))
         }
         _ => None,
@@ -348,8 +342,8 @@ fn unconfirmed(results: &mut [ContainerResult], why: &str) {
     }
 }
 
-fn respond(request: &AdmissionRequest<DynamicObject>, w: &Workload, results: Vec<ContainerResult>) -> Reviewed {
-    let mut response = AdmissionResponse::from(request);
+fn respond(request: &Request, w: &Workload, results: Vec<ContainerResult>) -> Reviewed {
+    let mut response = request.response();
     let reasons = results.iter().map(|r| format!("{}={}", r.container, r.reason)).collect::<Vec<_>>().join(",");
     let denied: Vec<&ContainerResult> = results.iter().filter(|r| r.verdict == Verdict::Deny).collect();
     let warnings = fit_warnings(&results.iter().filter(|r| r.verdict == Verdict::Warn).collect::<Vec<_>>());
@@ -473,14 +467,9 @@ const TEMPLATE_CONTROLLERS: &[(&str, &str, &str)] = &[
 
 /// True when the object was made by the controller of its owner from the owner's template: who asks decides
 /// (the review's `userInfo`), not only what the object says, since anyone can write an ownerReference.
-fn created_by_controller(username: &str, obj: &Value) -> bool {
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let owner = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).and_then(|refs| {
-        refs.iter()
-            .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
-            .and_then(|r| r.get("kind").and_then(Value::as_str))
-    });
-    let Some(owner) = owner else { return false };
+fn created_by_controller(username: &str, w: &Workload) -> bool {
+    let kind = w.object.kind.as_str();
+    let Some(owner) = w.controller.as_deref() else { return false };
     let service_account = username.strip_prefix("system:serviceaccount:kube-system:");
     TEMPLATE_CONTROLLERS.iter().any(|(sa, creates, owned_by)| {
         *creates == kind
@@ -537,7 +526,7 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     #[test]
     fn go_durations() {
@@ -688,7 +677,8 @@ mod tests {
             ("system:kube-controller-manager".into(), obj("Deployment", owned("Deployment")), false),
         ];
         for (user, o, want) in cases {
-            assert_eq!(created_by_controller(&user, &o), want, "{user} {o}");
+            let w = Workload::from_json(&o.to_string(), "ns").unwrap().unwrap();
+            assert_eq!(created_by_controller(&user, &w), want, "{user} {o}");
         }
     }
 }
