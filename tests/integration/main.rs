@@ -10,6 +10,7 @@ mod economy;
 mod faults;
 mod fuzz_corpus;
 mod hardening;
+mod image;
 mod layering;
 mod mirrors;
 mod providers;
