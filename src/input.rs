@@ -24,6 +24,10 @@ pub struct InputError {
     pub file: String,
     pub document: Option<usize>,
     pub message: String,
+    /// The document does not claim to be a Kubernetes object (not a mapping, or neither `apiVersion` nor
+    /// `kind`): a kustomization.yaml, Chart.yaml, values.yaml or tool config. `check` skips it unless `--strict`.
+    #[serde(skip)]
+    pub not_an_object: bool,
 }
 
 /// Reads every path (`-` is stdin). Directories are walked recursively for .yaml, .yml and .json files, in
@@ -64,7 +68,7 @@ pub fn load(paths: &[PathBuf]) -> (Vec<Document>, Vec<InputError>) {
 }
 
 fn file_error(file: &str, message: String) -> InputError {
-    InputError { file: file.to_string(), document: None, message }
+    InputError { file: file.to_string(), document: None, message, not_an_object: false }
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<InputError>) {
@@ -100,7 +104,7 @@ pub fn parse_text(file: &str, text: &str, ext: Option<&str>, docs: &mut Vec<Docu
                 let offset = chunk.as_ptr() as usize - text.as_ptr() as usize;
                 let line = text[..offset].matches('\n').count() + 1;
                 let message = format!("invalid YAML (document starts at line {line} of the file): {e}");
-                errors.push(InputError { file: file.into(), document: Some(index), message });
+                errors.push(InputError { file: file.into(), document: Some(index), message, not_an_object: false });
             }
         }
     }
@@ -130,6 +134,7 @@ fn parse_json_stream(file: &str, text: &str, docs: &mut Vec<Document>, errors: &
             file: file.into(),
             document: Some(index),
             message: format!("invalid JSON (line {line} of the file, column {}): {e}", e.column()),
+            not_an_object: false,
         });
         index += 1;
         // Resume after the line the bad value starts on, at the next value opening in column 0.
@@ -197,10 +202,17 @@ fn push_object(file: &str, index: usize, v: Value, docs: &mut Vec<Document>, err
         Value::Object(map) => {
             let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
             if kind.is_empty() {
+                let claims = map.get("apiVersion").is_some() || map.get("kind").is_some();
+                let message = if claims {
+                    "document has an apiVersion but no kind"
+                } else {
+                    "document has no apiVersion and no kind: not a Kubernetes object"
+                };
                 errors.push(InputError {
                     file: file.into(),
                     document: Some(index),
-                    message: "document has no kind: not a Kubernetes object".into(),
+                    message: message.into(),
+                    not_an_object: !claims,
                 });
                 return;
             }
@@ -222,6 +234,7 @@ fn push_object(file: &str, index: usize, v: Value, docs: &mut Vec<Document>, err
             file: file.into(),
             document: Some(index),
             message: "document is not a mapping: not a Kubernetes object".into(),
+            not_an_object: true,
         }),
     }
 }

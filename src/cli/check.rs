@@ -24,18 +24,30 @@ pub struct CheckArgs {
     /// No network at all: check references, secrets and credential candidates only.
     #[arg(long)]
     pub offline: bool,
+    /// Every document must be a Kubernetes object: documents with neither apiVersion nor kind, or that are not
+    /// mappings (kustomization.yaml, Chart.yaml, values.yaml…), are input errors instead of being skipped.
+    #[arg(long)]
+    pub strict: bool,
+    /// List the documents that were skipped as not Kubernetes objects.
+    #[arg(long, short)]
+    pub verbose: bool,
     /// Manifest files or directories (.yaml, .yml, .json, recursively); `-` reads stdin.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<u8> {
-    let CheckArgs { engine, output, namespace, offline, paths } = args;
+    let CheckArgs { engine, output, namespace, offline, strict, verbose, paths } = args;
     let cfg = load_config(&engine)?;
     let engine = build_engine(&cfg, offline)?;
-    let (docs, mut errors) = input::load(&paths);
-    let doc_error =
-        |d: &input::Document, message: String| InputError { file: d.file.clone(), document: Some(d.index), message };
+    let (docs, errors) = input::load(&paths);
+    let (skipped, mut errors): (Vec<_>, Vec<_>) = errors.into_iter().partition(|e| e.not_an_object && !strict);
+    let doc_error = |d: &input::Document, message: String| InputError {
+        file: d.file.clone(),
+        document: Some(d.index),
+        message,
+        not_an_object: false,
+    };
 
     // Secrets and ServiceAccounts in the input are this run's cluster.
     let mut snapshot = Snapshot::default();
@@ -64,7 +76,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<u8> {
         .into_iter()
         .flatten()
         .collect();
-    let report = Report::new(workloads.len(), results, errors);
+    let report = Report::new(workloads.len(), results, errors).with_skipped(skipped, verbose);
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut out = std::io::stdout().lock();
     let written = out.write_all(report.render(output, color).as_bytes()).and_then(|()| out.flush());

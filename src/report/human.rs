@@ -14,7 +14,12 @@ pub fn render(report: &Report, color: bool) -> String {
     for e in &report.errors {
         let _ = writeln!(out, "{} {}: {}", paint("1;31", "error"), location(Some(&e.file), e.document), e.message);
     }
-    if !report.errors.is_empty() {
+    if report.verbose {
+        for e in &report.skipped {
+            let _ = writeln!(out, "{} {}: {}", paint("2", "skipped"), location(Some(&e.file), e.document), e.message);
+        }
+    }
+    if !report.errors.is_empty() || (report.verbose && !report.skipped.is_empty()) {
         out.push('\n');
     }
     let mut i = 0;
@@ -77,6 +82,15 @@ pub fn render(report: &Report, color: bool) -> String {
         s.skip,
         if report.errors.is_empty() { String::new() } else { format!("; {} input errors", report.errors.len()) }
     );
+    let n = report.skipped.len();
+    if n > 0 {
+        let _ = writeln!(
+            out,
+            "{n} document{} skipped (not Kubernetes objects: no apiVersion and no kind, or not a mapping){}",
+            if n == 1 { "" } else { "s" },
+            if report.verbose { "" } else { "; --verbose lists them, --strict makes them errors" }
+        );
+    }
     out
 }
 

@@ -19,6 +19,9 @@ pub struct Summary {
     pub warn: usize,
     pub deny: usize,
     pub skip: usize,
+    /// Documents that are not Kubernetes objects (see `skipped`).
+    #[serde(rename = "skippedDocuments")]
+    pub skipped_documents: usize,
 }
 
 /// Everything `check` found.
@@ -27,6 +30,11 @@ pub struct Report {
     pub summary: Summary,
     pub results: Vec<ContainerResult>,
     pub errors: Vec<InputError>,
+    /// Documents that do not claim to be Kubernetes objects, skipped (listed, not errors).
+    pub skipped: Vec<InputError>,
+    /// List `skipped` in human output too.
+    #[serde(skip)]
+    pub verbose: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -49,7 +57,7 @@ impl Report {
                 Verdict::Skip => summary.skip += 1,
             }
         }
-        Self { summary, results, errors }
+        Self { summary, results, errors, skipped: Vec::new(), verbose: false }
     }
 
     /// Renders in `format`; `color` only applies to human output.
@@ -64,6 +72,14 @@ impl Report {
             Format::Sarif => sarif::render(self),
             Format::Junit => junit::render(self),
         }
+    }
+
+    /// With the documents that were skipped as not Kubernetes objects, listed in human output when `verbose`.
+    pub fn with_skipped(mut self, skipped: Vec<InputError>, verbose: bool) -> Self {
+        self.summary.skipped_documents = skipped.len();
+        self.skipped = skipped;
+        self.verbose = verbose;
+        self
     }
 
     /// ripgrep-style exit code: 2 input errors, 1 a deny, 0 clean.

@@ -83,7 +83,8 @@ async fn broken_documents_are_reported_and_the_rest_checked() {
     let j = run.json();
     let errors = j["errors"].as_array().unwrap();
     let docs: Vec<u64> = errors.iter().map(|e| e["document"].as_u64().unwrap()).collect();
-    assert_eq!(docs, [1, 2], "{errors:?}");
+    assert_eq!(docs, [1], "{errors:?}");
+    assert_eq!(j["skipped"][0]["document"], 2, "a list is not an object: skipped, not an error");
     assert!(errors.iter().all(|e| e["file"].as_str().unwrap().ends_with("broken.yaml")));
     let names: Vec<&str> =
         j["results"].as_array().unwrap().iter().map(|r| r["object"]["name"].as_str().unwrap()).collect();
@@ -177,4 +178,75 @@ async fn offline_touches_no_network() {
     assert_eq!(by("invalid", "api")["reason"], "InvalidReference");
     assert_eq!(by("private", "wrong-namespace")["reason"], "SecretInOtherNamespace");
     assert_eq!(by("private", "wrong-namespace")["verdict"], "warn");
+}
+
+/// `check` pointed at a real repository: kustomization.yaml, Chart.yaml, values.yaml and tool configs are not
+/// Kubernetes objects and were input errors (exit 2). They are skipped and counted; a document that claims to
+/// be an object (it has a kind or an apiVersion) and cannot be read stays an error; `--strict` skips nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_of_yaml_checks_its_objects_and_skips_the_rest() {
+    let env = Env::start(Options::default()).await;
+    let cfg = env.config("");
+    let cfg = cfg.to_str().unwrap();
+    let repo = env.dir.path().join("repo");
+    let app = repo.join("deploy/app");
+    std::fs::create_dir_all(&app).unwrap();
+    let pod =
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: c, image: 'nginx:1.25.3'}\n";
+    std::fs::write(app.join("pod.yaml"), pod).unwrap();
+    std::fs::write(app.join("kustomization.yaml"), "resources:\n- pod.yaml\nimages:\n- name: nginx\n").unwrap();
+    std::fs::write(repo.join("Chart.yaml"), "name: app\nversion: 1.0.0\n").unwrap();
+    std::fs::write(repo.join("values.yaml"), "replicaCount: 2\nimage: {repository: nginx}\n").unwrap();
+    std::fs::write(repo.join("list.yaml"), "- one\n- two\n---\njust a string\n").unwrap();
+    std::fs::write(repo.join(".golangci.json"), r#"{"linters": {"enable": ["gofmt"]}}"#).unwrap();
+    let repo_s = repo.to_str().unwrap();
+
+    let run = pullguard(&["check", "--config", cfg, "--output", "json", repo_s], None).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let j = run.json();
+    assert_eq!(j["summary"]["objects"], 1);
+    assert_eq!(j["summary"]["allow"], 1);
+    assert_eq!(j["errors"].as_array().unwrap().len(), 0, "{j}");
+    let skipped: Vec<String> = j["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let file = s["file"].as_str().unwrap().strip_prefix(repo_s).unwrap().to_string();
+            format!("{file}#{}", s["document"])
+        })
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            "/.golangci.json#0",
+            "/Chart.yaml#0",
+            "/deploy/app/kustomization.yaml#0",
+            "/list.yaml#0",
+            "/list.yaml#1",
+            "/values.yaml#0"
+        ]
+    );
+    assert_eq!(j["summary"]["skippedDocuments"], 6);
+
+    // Human: counted on the summary line, listed under --verbose.
+    let run = pullguard(&["check", "--config", cfg, repo_s], None).await;
+    assert!(run.stdout.contains("6 documents skipped (not Kubernetes objects"), "{}", run.stdout);
+    assert!(!run.stdout.contains("Chart.yaml"), "{}", run.stdout);
+    let run = pullguard(&["check", "--config", cfg, "--verbose", repo_s], None).await;
+    assert!(run.stdout.contains("skipped") && run.stdout.contains("Chart.yaml"), "{}", run.stdout);
+
+    // A document that claims to be an object stays an error.
+    std::fs::write(app.join("broken.yaml"), "apiVersion: apps/v1\nmetadata: {name: x}\n").unwrap();
+    let run = pullguard(&["check", "--config", cfg, "--output", "json", repo_s], None).await;
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    let errors = run.json()["errors"].clone();
+    assert_eq!(errors.as_array().unwrap().len(), 1, "{errors}");
+    assert!(errors[0]["message"].as_str().unwrap().contains("has an apiVersion but no kind"), "{errors}");
+    std::fs::remove_file(app.join("broken.yaml")).unwrap();
+
+    // --strict: today's gate, every document must be an object.
+    let run = pullguard(&["check", "--config", cfg, "--strict", "--output", "json", repo_s], None).await;
+    assert_eq!(run.code, 2);
+    assert_eq!(run.json()["errors"].as_array().unwrap().len(), 6);
 }
