@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+pub mod audit;
 pub mod certs;
 pub mod check;
 mod log;
@@ -31,13 +32,16 @@ pub struct Cli {
 pub enum Command {
     /// Check manifest files (a pre-deploy gate for CI): every container image is resolved against its registry.
     Check(check::CheckArgs),
+    /// Check what a live cluster runs: every workload and unowned Pod, with the cluster's pull secrets,
+    /// ServiceAccounts and Nodes; reported as `check` reports files.
+    Audit(audit::AuditArgs),
     /// Run the validating admission webhook (HTTPS) over the same engine.
     Serve(Box<serve::ServeArgs>),
     /// Make a CA and a serving certificate for the webhook's Service, and the matching caBundle.
     Certs(certs::CertsArgs),
 }
 
-/// Options shared by `check` and `serve`.
+/// Options shared by `check`, `audit` and `serve`.
 #[derive(Debug, clap::Args)]
 pub struct EngineArgs {
     /// Configuration file (YAML).
@@ -99,11 +103,25 @@ pub fn build_engine(cfg: &Config, offline: bool) -> anyhow::Result<Engine<Regist
     Ok(Engine::new(registry, node_keyring, settings))
 }
 
+/// A client for the cluster a kubeconfig names, or the in-cluster configuration (or `KUBECONFIG`).
+pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await.context("finding the cluster (in-cluster config or KUBECONFIG)")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
 /// Runs the command, returning the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Check(args) => runtime.block_on(check::run(args)),
+        Command::Audit(args) => runtime.block_on(audit::run(args)),
         Command::Serve(args) => {
             let code = runtime.block_on(serve::run(*args));
             log::flush();

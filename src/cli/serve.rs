@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
-
 use super::{EngineArgs, build_engine, load_config};
 use crate::admission::{
     API_SERVER_DEFAULT_TIMEOUT, AppState, DEFAULT_DEADLINE_MARGIN, DEFAULT_EXEMPT_NAMESPACE, Settings,
@@ -85,15 +83,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     } = args;
     let cfg = load_config(&engine)?;
     let engine = Arc::new(build_engine(&cfg, false)?);
-    let kube_config = match &kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
-        }
-        None => kube::Config::infer().await.context("finding the cluster (in-cluster config or KUBECONFIG)")?,
-    };
-    let client = kube::Client::try_from(kube_config).context("building the Kubernetes client")?;
+    let client = super::kube_client(kubeconfig.as_deref()).await?;
     let cluster = LiveCluster::start(client, !no_secrets);
 
     let mut exempt: BTreeSet<String> = if exempt_namespaces.is_empty() {

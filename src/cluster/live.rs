@@ -63,7 +63,7 @@ where
 
 /// A node's shape: its labels, its blocking taints, and `spec.unschedulable`. Everything else of the Node
 /// (status, images, managedFields) is dropped as it arrives.
-fn node_shape(n: &Node) -> Option<NodeShape> {
+pub(crate) fn node_shape(n: &Node) -> Option<NodeShape> {
     let labels = n.metadata.labels.as_ref()?;
     let spec = n.spec.as_ref();
     let taints = spec
@@ -176,7 +176,7 @@ fn secret_data(s: &Secret) -> SecretData {
 }
 
 /// A Secret that exists but is not a pull secret: its type is all we may say, and we did not read it.
-fn not_a_pull_secret() -> SecretData {
+pub(crate) fn not_a_pull_secret() -> SecretData {
     SecretData {
         type_: "neither kubernetes.io/dockerconfigjson nor kubernetes.io/dockercfg".into(),
         data: Default::default(),

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod audit;
 mod causes;
 mod check_cli;
 mod drills;

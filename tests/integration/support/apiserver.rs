@@ -1,5 +1,5 @@
 //! A list/watch-faithful stand-in for the Kubernetes API, enough for kube-rs watchers: `GET /api/v1/<resource>`
-//! lists with a `resourceVersion`; `?watch=true&resourceVersion=N` streams ADDED/MODIFIED/DELETED events after
+//! (and `/apis/<group>/<version>/<resource>` for the workload kinds) lists with a `resourceVersion`; `?watch=true&resourceVersion=N` streams ADDED/MODIFIED/DELETED events after
 //! N as chunked JSON lines, and keeps streaming new ones. Lists may be namespaced
 //! (`/api/v1/namespaces/<ns>/<resource>`), and `fieldSelector` filters on `type`, `metadata.name` and
 //! `metadata.namespace` (comma-separated, ANDed), as the real API server does for Secrets.
@@ -65,9 +65,21 @@ fn resource_of(kind: &str) -> &'static str {
         "ServiceAccount" => "serviceaccounts",
         "Node" => "nodes",
         "Namespace" => "namespaces",
+        "Pod" => "pods",
+        "ReplicationController" => "replicationcontrollers",
+        "Deployment" => "deployments",
+        "StatefulSet" => "statefulsets",
+        "DaemonSet" => "daemonsets",
+        "ReplicaSet" => "replicasets",
+        "Job" => "jobs",
+        "CronJob" => "cronjobs",
         other => panic!("the API stand-in does not serve {other}"),
     }
 }
+
+/// The workload resources, served under /apis/<group>/<version>/ (pods and replicationcontrollers under /api/v1).
+const WORKLOADS: &[&str] =
+    &["pods", "replicationcontrollers", "deployments", "statefulsets", "daemonsets", "replicasets", "jobs", "cronjobs"];
 
 fn matches(selector: Option<&str>, obj: &Value) -> bool {
     let Some(selector) = selector.filter(|s| !s.is_empty()) else { return true };
@@ -278,7 +290,13 @@ async fn serve_connection(sock: tokio::net::TcpStream, c: Conn) {
         requests.lock().unwrap().push(target.clone());
         let url = url::Url::parse(&format!("http://x{target}")).unwrap();
         let q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
-        let path: Vec<&str> = url.path().trim_start_matches("/api/v1/").split('/').collect();
+        // Core resources under /api/v1/, the workload kinds under /apis/<group>/<version>/: every resource name
+        // served here is unique across groups.
+        let rest = match url.path().strip_prefix("/apis/") {
+            Some(grouped) => grouped.splitn(3, '/').nth(2).unwrap_or_default(),
+            None => url.path().trim_start_matches("/api/v1/"),
+        };
+        let path: Vec<&str> = rest.split('/').collect();
         let (resource, namespace) = match path.as_slice() {
             ["namespaces", ns, resource] => (resource.to_string(), Some(ns.to_string())),
             _ => (path.join("/"), None),
@@ -351,6 +369,17 @@ async fn serve_connection(sock: tokio::net::TcpStream, c: Conn) {
                 .iter()
                 .filter(|((r, _, _), o)| *r == resource && matches(selector.as_deref(), o))
                 .map(|(_, o)| shape(o))
+                .map(|mut o| {
+                    // As the API server lists them: items carry no apiVersion or kind (checked for the
+                    // workload kinds; the core kinds' readers are typed and never looked).
+                    if WORKLOADS.contains(&resource.as_str()) {
+                        if let Some(m) = o.as_object_mut() {
+                            m.remove("apiVersion");
+                            m.remove("kind");
+                        }
+                    }
+                    o
+                })
                 .collect();
             (st.rv, items)
         };
@@ -359,6 +388,11 @@ async fn serve_connection(sock: tokio::net::TcpStream, c: Conn) {
             "serviceaccounts" => "ServiceAccountList",
             "nodes" => "NodeList",
             "namespaces" => "NamespaceList",
+            "pods" => "PodList",
+            "deployments" => "DeploymentList",
+            "replicasets" => "ReplicaSetList",
+            "jobs" => "JobList",
+            "cronjobs" => "CronJobList",
             _ => "List",
         };
         let (kind, api_version) =
