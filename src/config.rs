@@ -37,6 +37,9 @@ pub struct FileConfig {
     pub node_authenticated: Vec<String>,
     /// Mirrors as the nodes' container runtime resolves them.
     pub mirrors: Option<MirrorsConfig>,
+    /// Warn when the credential that pulls an image (an ECR token, a JWT) expires within this long; `0s`: only
+    /// once expired. Default 24h.
+    pub credential_expiry_warning: Option<DurationStr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,7 +181,11 @@ pub struct Config {
     pub providers: Providers,
     pub node_authenticated: Vec<String>,
     pub mirrors: Mirrors,
+    pub credential_expiry_warning: Duration,
 }
+
+/// ECR tokens live 12 hours: a day's warning catches one that is already in use and not refreshed.
+pub const DEFAULT_CREDENTIAL_EXPIRY_WARNING: Duration = Duration::from_secs(24 * 3600);
 
 pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(4);
 
@@ -196,6 +203,7 @@ impl Default for Config {
             providers: Providers::default(),
             node_authenticated: vec![],
             mirrors: Mirrors::default(),
+            credential_expiry_warning: DEFAULT_CREDENTIAL_EXPIRY_WARNING,
         }
     }
 }
@@ -232,6 +240,7 @@ impl Config {
             credential_providers,
             node_authenticated,
             mirrors,
+            credential_expiry_warning,
         } = file;
         let mut cfg = Self::default();
         if let Some(m) = mode {
@@ -244,6 +253,9 @@ impl Config {
             cfg.platforms = p;
         }
         cfg.fail_closed = fail_closed.unwrap_or(false);
+        if let Some(w) = credential_expiry_warning {
+            cfg.credential_expiry_warning = w.0;
+        }
         if let Some(nc) = node_credentials {
             cfg.node_credentials = Some(load_node_credentials(&base.join(nc))?);
         }

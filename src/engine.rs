@@ -81,6 +81,8 @@ impl<R: Registry> Engine<R> {
         mode: Mode,
     ) -> Vec<ContainerResult> {
         let policy = PolicySettings { mode, ..self.settings.policy };
+        let unix_now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let ns = &w.object.namespace;
         let creds = pod_credentials(&w.spec, ns, view);
         let landing = Landing::of_workload(w, nodes.unwrap_or(&self.configured));
@@ -107,6 +109,7 @@ impl<R: Registry> Engine<R> {
                 served_by: None,
                 host_notes: vec![],
                 node_blocked: None,
+                now: unix_now,
                 node_authenticated: repo
                     .as_deref()
                     .is_some_and(|r| self.settings.node_authenticated.iter().any(|p| Providers::image_matches(p, r))),

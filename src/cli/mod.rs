@@ -93,7 +93,11 @@ pub fn build_engine(cfg: &Config, offline: bool) -> anyhow::Result<Engine<Regist
         node_keyring.add(&Source::Node, nc);
     }
     let settings = EngineSettings {
-        policy: PolicySettings { mode: cfg.mode, fail_closed: cfg.fail_closed },
+        policy: PolicySettings {
+            mode: cfg.mode,
+            fail_closed: cfg.fail_closed,
+            expiry_warning: cfg.credential_expiry_warning,
+        },
         platforms: cfg.platforms.clone(),
         deadline: cfg.lookup_timeout,
         providers: cfg.providers.clone(),

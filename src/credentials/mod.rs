@@ -7,6 +7,7 @@
 //! entry, keys reverse-sorted so more specific ones come first.
 
 mod dockerconfig;
+pub mod expiry;
 mod keyring;
 pub mod provider;
 
@@ -82,7 +83,7 @@ pub struct Candidate {
 impl Candidate {
     /// What may be said about this candidate: where it came from and the key that matched, never the secret.
     pub fn info(&self) -> CandidateInfo {
-        CandidateInfo { source: self.source.clone(), key: self.key.clone() }
+        CandidateInfo { source: self.source.clone(), key: self.key.clone(), expires: expiry::expiry(&self.credential) }
     }
 }
 
@@ -92,6 +93,8 @@ impl Candidate {
 pub struct CandidateInfo {
     pub source: Source,
     pub key: String,
+    /// When the credential stops working, if it says (an ECR token, a JWT).
+    pub expires: Option<expiry::Expiry>,
 }
 
 #[cfg(test)]

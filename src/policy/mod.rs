@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::cache::Facts;
 use crate::cluster::SecretProblem;
 use crate::credentials::CandidateInfo;
+use crate::credentials::expiry::rfc3339;
 use crate::credentials::provider::ProviderReport;
 use crate::platform::{Platform, PlatformFit, fit};
 use crate::reference::{Reference, ReferenceError};
@@ -50,6 +51,7 @@ pub enum Reason {
     DigestMismatch,
     CredentialsMissing,
     CredentialsRejected,
+    CredentialsExpiring,
     PlatformMismatch,
     NoNodeForPlatform,
     RegistryBlocked,
@@ -68,7 +70,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::Ok,
         Reason::InvalidReference,
         Reason::RepositoryNotFound,
@@ -77,6 +79,7 @@ impl Reason {
         Reason::DigestMismatch,
         Reason::CredentialsMissing,
         Reason::CredentialsRejected,
+        Reason::CredentialsExpiring,
         Reason::PlatformMismatch,
         Reason::NoNodeForPlatform,
         Reason::RegistryBlocked,
@@ -105,6 +108,7 @@ impl Reason {
             Reason::DigestMismatch => "DigestMismatch",
             Reason::CredentialsMissing => "CredentialsMissing",
             Reason::CredentialsRejected => "CredentialsRejected",
+            Reason::CredentialsExpiring => "CredentialsExpiring",
             Reason::PlatformMismatch => "PlatformMismatch",
             Reason::NoNodeForPlatform => "NoNodeForPlatform",
             Reason::RegistryBlocked => "RegistryBlocked",
@@ -136,6 +140,10 @@ impl Reason {
             }
             Reason::CredentialsMissing => "The registry requires credentials and the pod has none for it.",
             Reason::CredentialsRejected => "The registry refused the pod's credentials.",
+            Reason::CredentialsExpiring => {
+                "The credential that pulls the image carries an expiry (an ECR token, a JWT) that is near or past: \
+                 the next pull after it fails."
+            }
             Reason::PlatformMismatch => "The image does not serve the platforms the pod may run on.",
             Reason::NoNodeForPlatform => {
                 "The image serves the platform the pod asks for, but no node the pod can land on exists yet."
@@ -189,6 +197,8 @@ pub enum Mode {
 pub struct PolicySettings {
     pub mode: Mode,
     pub fail_closed: bool,
+    /// Warn when the credential that pulls an image expires within this long (`credentialExpiryWarning`).
+    pub expiry_warning: std::time::Duration,
 }
 
 /// The outcome of walking the credential candidates.
@@ -232,6 +242,8 @@ pub struct Evaluation {
     pub host_notes: Vec<String>,
     /// The nodes' registries.conf blocks the reference under this prefix.
     pub node_blocked: Option<String>,
+    /// Now, in Unix seconds, for credentials that carry an expiry.
+    pub now: i64,
 }
 
 /// The verdict for one container, with what to do about it. Every face renders from these fields: the
@@ -408,7 +420,7 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
             None => decision(Verdict::Skip, Reason::NotChecked, format!("{r} was not looked up (offline)."), None),
         },
         LookupOutcome::Failed { failure, rejected } => failed(e, r, failure, rejected, settings),
-        LookupOutcome::Found { facts, used, .. } => found(e, r, facts, *used),
+        LookupOutcome::Found { facts, used, .. } => found(e, r, facts, *used, settings),
     }
 }
 
@@ -638,11 +650,14 @@ fn outage(r: &Reference, failure: &Failure, fail_closed: bool) -> Decision {
 }
 
 /// The image resolved: the platforms, then the credentials that were refused on the way, then secret problems.
-fn found(e: &Evaluation, r: &Reference, facts: &Facts, used: Option<usize>) -> Decision {
+fn found(e: &Evaluation, r: &Reference, facts: &Facts, used: Option<usize>, settings: &PolicySettings) -> Decision {
     if let Some(d) = platform_decision(e, r, facts) {
         return d;
     }
     if let Some(d) = secret_decision(e, Verdict::Warn, "; the image is pullable without it") {
+        return d;
+    }
+    if let Some(d) = used.and_then(|i| expiring(e, r, &e.candidates[i], settings)) {
         return d;
     }
     let how = match used {
@@ -666,6 +681,49 @@ fn found(e: &Evaluation, r: &Reference, facts: &Facts, used: Option<usize>) -> D
     }
     msg.push('.');
     decision(Verdict::Allow, Reason::Ok, msg, None)
+}
+
+/// The credential that pulled the image says it ends within the warning window (or has ended). A provider's
+/// answers are left alone: the kubelet asks its plugin again when they run out.
+fn expiring(e: &Evaluation, r: &Reference, c: &CandidateInfo, settings: &PolicySettings) -> Option<Decision> {
+    let x = c.expires?;
+    let left = x.at - e.now;
+    if c.source.provider_name().is_some() || left > settings.expiry_warning.as_secs() as i64 {
+        return None;
+    }
+    let when = if left > 0 {
+        format!("expires at {} (in {})", rfc3339(x.at), human_duration(left))
+    } else {
+        format!("expired at {} ({} ago)", rfc3339(x.at), human_duration(-left))
+    };
+    let source = describe_candidate(c);
+    let refresh = match x.what {
+        "ECR authorization token" => {
+            "ECR tokens last 12 hours: run the kubelet's ecr-credential-provider on the nodes instead of a pull \
+             secret, or a CronJob that rewrites the secret every few hours"
+        }
+        _ => "automate the refresh before the token's lifetime runs out",
+    };
+    Some(decision(
+        Verdict::Warn,
+        Reason::CredentialsExpiring,
+        format!(
+            "{r} pulls with {source}, whose {} {when}: every pull after that (a reschedule, a scale-up, a new node) \
+             fails, and the pods stay in ImagePullBackOff.",
+            x.what
+        ),
+        Some(format!("refresh {source} before then; {refresh}.")),
+    ))
+}
+
+/// `3h 20m`, `45m`, `2d 4h`.
+fn human_duration(secs: i64) -> String {
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    match (d, h) {
+        (0, 0) => format!("{}m", m.max(1)),
+        (0, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
 }
 
 /// The image's platforms against where the pod can land: the nodes it fits, or — when none fits yet — the

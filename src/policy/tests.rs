@@ -21,6 +21,7 @@ fn eval(image: &str, lookup: LookupOutcome) -> Evaluation {
         served_by: None,
         host_notes: vec![],
         node_blocked: None,
+        now: 1_795_000_000,
     }
 }
 
@@ -40,6 +41,7 @@ fn candidate() -> CandidateInfo {
     CandidateInfo {
         source: Source::Secret { namespace: "production".into(), name: "regcred".into() },
         key: "registry.example.com".into(),
+        expires: None,
     }
 }
 
@@ -56,6 +58,7 @@ fn reason_codes_are_pinned() {
         (Reason::DigestMismatch, "DigestMismatch"),
         (Reason::CredentialsMissing, "CredentialsMissing"),
         (Reason::CredentialsRejected, "CredentialsRejected"),
+        (Reason::CredentialsExpiring, "CredentialsExpiring"),
         (Reason::PlatformMismatch, "PlatformMismatch"),
         (Reason::NoNodeForPlatform, "NoNodeForPlatform"),
         (Reason::RegistryBlocked, "RegistryBlocked"),
@@ -514,4 +517,45 @@ fn node_credentials_pullguard_cannot_see_warn_instead_of_deny() {
         assert!(d.message().contains(mention), "{name}: {}", d.message());
         assert!(d.message().contains("Fix:"), "{name}: {}", d.message());
     }
+}
+
+/// A credential that says when it ends: warned within the window, named, never a deny; a provider's answer is
+/// left alone (the kubelet asks its plugin again).
+#[test]
+fn credentials_that_expire_soon_are_a_warning() {
+    use crate::credentials::expiry::Expiry;
+    let with = |at_offset: i64, source: Source| {
+        let mut e = eval(
+            "registry.example.com/app:1",
+            LookupOutcome::Found {
+                facts: Facts { digest: "sha256:abc".into(), platforms: vec![] },
+                used: Some(0),
+                rejected: vec![],
+            },
+        );
+        e.candidates = vec![CandidateInfo {
+            source,
+            expires: Some(Expiry { at: e.now + at_offset, what: "ECR authorization token" }),
+            ..candidate()
+        }];
+        e
+    };
+    let day = PolicySettings { expiry_warning: Duration::from_secs(24 * 3600), ..PolicySettings::default() };
+    let secret = candidate().source;
+    let d = decide(&with(3 * 3600 + 20 * 60, secret.clone()), &day);
+    assert_eq!((d.verdict, d.reason), (Verdict::Warn, Reason::CredentialsExpiring));
+    assert!(d.problem.contains("secret production/regcred (key registry.example.com), whose ECR authorization token expires at 2026-11-18T14:26:40Z (in 3h 20m)"), "{}", d.problem);
+    assert!(d.fix.unwrap().contains("ecr-credential-provider"));
+    let d = decide(&with(-90, secret.clone()), &day);
+    assert!(d.problem.contains("expired at 2026-11-18T11:05:10Z (1m ago)"), "{}", d.problem);
+    assert_eq!(decide(&with(2 * 86_400, secret.clone()), &day).reason, Reason::Ok, "outside the window");
+    assert_eq!(
+        decide(&with(3600, secret), &PolicySettings::default()).reason,
+        Reason::Ok,
+        "window 0: only once expired"
+    );
+    let provider = Source::Provider { name: "ecr-credential-provider".into() };
+    assert_eq!(decide(&with(60, provider), &day).reason, Reason::Ok);
+    let warn_mode = PolicySettings { mode: Mode::Warn, ..day };
+    assert_eq!(decide(&with(60, candidate().source), &warn_mode).verdict, Verdict::Warn);
 }

@@ -250,3 +250,47 @@ async fn a_repository_of_yaml_checks_its_objects_and_skips_the_rest() {
     assert_eq!(run.code, 2);
     assert_eq!(run.json()["errors"].as_array().unwrap().len(), 6);
 }
+
+/// A pull secret holding an ECR authorization token works today and fails when the token runs out (12 hours
+/// after it was made): said before, with the time, and never with the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_secret_that_expires_soon_is_a_warning() {
+    let env = Env::start(Options { private: false, token: true }).await;
+    let manifests = |token: &str| {
+        let auth = support::dockerconfigjson_b64("ghcr.io", "AWS", token);
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: ecr, namespace: shop}}\ntype: kubernetes.io/dockerconfigjson\n\
+             data: {{.dockerconfigjson: {auth}}}\n---\napiVersion: apps/v1\nkind: Deployment\n\
+             metadata: {{name: api, namespace: shop}}\nspec:\n  template:\n    spec:\n      imagePullSecrets: [{{name: ecr}}]\n\
+             \x20     containers:\n      - {{name: api, image: 'ghcr.io/private/app:1.0'}}\n"
+        )
+    };
+    let cfg = env.config("");
+    let cfg = cfg.to_str().unwrap();
+    let soon = support::token::ecr_token(3600);
+    let run = pullguard(&["check", "--config", cfg, "--output", "json", "-"], Some(&manifests(&soon))).await;
+    assert_eq!(run.code, 0, "a warning, not a deny: {}{}", run.stdout, run.stderr);
+    let r = &run.json()["results"][0];
+    assert_eq!(r["verdict"], "warn", "{r}");
+    assert_eq!(r["reason"], "CredentialsExpiring", "{r}");
+    assert_eq!(r["credentialUsed"], 0, "the token did pull the image: {r}");
+    let message = r["message"].as_str().unwrap();
+    assert!(message.contains("secret shop/ecr") && message.contains("ECR authorization token expires at"), "{message}");
+    assert!(message.contains("(in 59m)") || message.contains("(in 1h 0m)"), "{message}");
+    assert!(!run.stdout.contains(&soon) && !run.stderr.contains(&soon), "the token is never shown");
+
+    // Outside the window: nothing to say.
+    let quiet = env.config("credentialExpiryWarning: 30m\n");
+    let run =
+        pullguard(&["check", "--config", quiet.to_str().unwrap(), "--output", "json", "-"], Some(&manifests(&soon)))
+            .await;
+    assert_eq!(run.json()["results"][0]["reason"], "Ok", "{}", run.stdout);
+
+    // Expired: the registry refuses it, as ECR does.
+    let run = pullguard(
+        &["check", "--config", cfg, "--output", "json", "-"],
+        Some(&manifests(&support::token::ecr_token(-60))),
+    )
+    .await;
+    assert_eq!(run.json()["results"][0]["reason"], "CredentialsRejected", "{}", run.stdout);
+}

@@ -1,7 +1,8 @@
 //! A token issuer for the registry's `auth.token` mode: RS256 JWTs whose `x5c` carries the signer
 //! certificate listed in the registry's `rootcertbundle`.
 //!
-//! Users: alice (pull on everything), bob (pull on `team/*` only). Anonymous: pull on `library/*` and
+//! Users: alice (pull on everything), bob (pull on `team/*` only), AWS with an unexpired ECR-shaped token
+//! (as alice). Anonymous: pull on `library/*` and
 //! `public/*`, like Docker Hub's public images. Wrong passwords get 401 from the issuer itself; a user without
 //! access gets a token with empty `access`, and the registry then answers 401.
 
@@ -21,9 +22,26 @@ pub fn users() -> Vec<(&'static str, &'static str)> {
     vec![("alice", "alice-password"), ("bob", "bob-password")]
 }
 
+/// Like ECR, user `AWS` with an authorization token as password: base64 of a JSON document whose
+/// `expiration` (Unix seconds) has not passed. Ours carry `"payload": "pullguard-test"`; see [`ecr_token`].
+fn ecr_token_valid(password: &str) -> bool {
+    let Ok(json) = STANDARD.decode(password) else { return false };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&json) else { return false };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    v["payload"] == "pullguard-test" && v["expiration"].as_i64().is_some_and(|at| at > now)
+}
+
+/// An ECR-shaped authorization token that expires `in_secs` from now (negative: already expired).
+pub fn ecr_token(in_secs: i64) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let doc = json!({"payload": "pullguard-test", "datakey": "k", "version": "2", "type": "DATA_KEY",
+        "expiration": now + in_secs});
+    STANDARD.encode(doc.to_string())
+}
+
 fn allowed(user: Option<&str>, repo: &str) -> bool {
     match user {
-        Some("alice") => true,
+        Some("alice") | Some("AWS") => true,
         Some("bob") => repo.starts_with("team/") || repo.starts_with("library/") || repo.starts_with("public/"),
         _ => repo.starts_with("library/") || repo.starts_with("public/"),
     }
@@ -47,7 +65,9 @@ pub async fn start_issuer() -> Server {
             Some(b64) => {
                 let decoded = String::from_utf8(STANDARD.decode(b64).unwrap_or_default()).unwrap_or_default();
                 let (u, p) = decoded.split_once(':').unwrap_or_default();
-                if !users().iter().any(|(uu, pp)| *uu == u && *pp == p) {
+                let known = users().iter().any(|(uu, pp)| *uu == u && *pp == p);
+                let ecr = u == "AWS" && ecr_token_valid(p);
+                if !known && !ecr {
                     return Action::Respond(
                         Response::new(401).json(&json!({"details": "incorrect username or password"})),
                     );
