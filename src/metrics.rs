@@ -7,7 +7,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -27,6 +27,17 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// One container of a running workload, as the continuous audit last judged it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkloadLabels {
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+    pub container: String,
+    pub verdict: String,
+    pub reason: String,
+}
+
 /// Every metric the webhook exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -34,6 +45,12 @@ pub struct Metrics {
     pub reviews: Family<ReviewLabels, Counter>,
     pub containers: Family<ReasonLabels, Counter>,
     pub latency: Histogram,
+    /// `serve --audit-interval`: 1 for each running container's current verdict.
+    pub workload_verdicts: Family<WorkloadLabels, Gauge>,
+    /// `serve --audit-interval`: running containers by current verdict and reason.
+    pub audit_containers: Family<ReasonLabels, Gauge>,
+    /// `serve --audit-interval`: completed rounds.
+    pub audit_rounds: Counter,
 }
 
 #[derive(Debug)]
@@ -100,8 +117,22 @@ impl Metrics {
             containers.clone(),
         );
         registry.register("pullguard_review_duration_seconds", "Time to answer an admission review", latency.clone());
+        let workload_verdicts = Family::<WorkloadLabels, Gauge>::default();
+        let audit_containers = Family::<ReasonLabels, Gauge>::default();
+        let audit_rounds = Counter::default();
+        registry.register(
+            "pullguard_workload_image_verdict",
+            "Running workloads' containers (serve --audit-interval): 1 for the current verdict and reason",
+            workload_verdicts.clone(),
+        );
+        registry.register(
+            "pullguard_audit_containers",
+            "Running workloads' containers by current verdict and reason (serve --audit-interval)",
+            audit_containers.clone(),
+        );
+        registry.register("pullguard_audit_rounds", "Completed re-verification rounds", audit_rounds.clone());
         registry.register_collector(Box::new(Live { cache, registry: registry_stats }));
-        Self { registry, reviews, containers, latency }
+        Self { registry, reviews, containers, latency, workload_verdicts, audit_containers, audit_rounds }
     }
 
     /// The text exposition.

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::audit::Continuous;
 use super::{EngineArgs, build_engine, load_config};
 use crate::admission::{
     API_SERVER_DEFAULT_TIMEOUT, AppState, DEFAULT_DEADLINE_MARGIN, DEFAULT_EXEMPT_NAMESPACE, Settings,
@@ -61,6 +62,11 @@ pub struct ServeArgs {
     /// How often the certificate files are checked for changes.
     #[arg(long, default_value = "2s")]
     pub cert_reload_interval: DurationStr,
+    /// Re-check every running workload's images this often (e.g. `10m`), spread over the interval; exports
+    /// `pullguard_workload_image_verdict` and raises an Event when a workload's verdict turns from allow to
+    /// warn or deny. Off by default; needs the `audit` RBAC overlay (list workloads, create events).
+    #[arg(long, value_name = "DURATION")]
+    pub audit_interval: Option<DurationStr>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
@@ -80,11 +86,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         shutdown_delay,
         max_concurrency,
         cert_reload_interval,
+        audit_interval,
     } = args;
     let cfg = load_config(&engine)?;
     let engine = Arc::new(build_engine(&cfg, false)?);
     let client = super::kube_client(kubeconfig.as_deref()).await?;
-    let cluster = LiveCluster::start(client, !no_secrets);
+    let live = LiveCluster::start(client.clone(), !no_secrets);
+    let cluster = live.clone();
 
     let mut exempt: BTreeSet<String> = if exempt_namespaces.is_empty() {
         [DEFAULT_EXEMPT_NAMESPACE.to_string()].into()
@@ -102,6 +110,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     let (cache_stats, registry_stats) = engine.stats();
     let metrics = Arc::new(Metrics::new(cache_stats, registry_stats));
     let slots = Arc::new(tokio::sync::Semaphore::new(max_concurrency.max(1)));
+    if let Some(interval) = audit_interval.filter(|i| !i.0.is_zero()) {
+        let continuous = Continuous {
+            engine: engine.clone(),
+            cluster: live,
+            client,
+            metrics: metrics.clone(),
+            interval: interval.0,
+            exempt: settings.exempt_namespaces.clone(),
+        };
+        tokio::spawn(continuous.run());
+    }
     let state = Arc::new(AppState { engine, cluster, settings, metrics, slots });
     let opts = ServerOptions {
         listen,

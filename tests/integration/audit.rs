@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::support::apiserver::ApiServer;
+use crate::support::webhook::Webhook;
 use crate::support::{Env, Options, dockerconfigjson_b64, pullguard};
 
 fn template(containers: &[(&str, &str)], secrets: &[&str]) -> Value {
@@ -152,4 +153,116 @@ async fn audit_reports_each_workload_once_with_the_clusters_credentials_and_node
     assert!(run.stdout.contains("DaemonSet/agent") && run.stdout.contains("Pod/debug"), "{}", run.stdout);
     assert!(!run.stdout.contains("Deployment/"), "{}", run.stdout);
     assert!(!run.stderr.contains("objects\r") && !run.stderr.contains('\r'), "{}", run.stderr);
+}
+
+/// The `pullguard_audit_rounds` counter of a running webhook.
+async fn rounds(wh: &Webhook) -> u64 {
+    let m = wh.metrics().await;
+    m.lines()
+        .find_map(|l| l.strip_prefix("pullguard_audit_rounds_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Waits until `n` more re-verification rounds have completed.
+async fn rounds_pass(wh: &Webhook, n: u64) {
+    let target = rounds(wh).await + n;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while rounds(wh).await < target {
+        assert!(std::time::Instant::now() < deadline, "no audit round completed: {}", wh.logs());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn verdict_line(namespace: &str, name: &str, container: &str, verdict: &str, reason: &str) -> String {
+    format!(
+        "pullguard_workload_image_verdict{{namespace=\"{namespace}\",kind=\"Deployment\",name=\"{name}\",\
+         container=\"{container}\",verdict=\"{verdict}\",reason=\"{reason}\"}} 1"
+    )
+}
+
+/// `serve --audit-interval`: a tag deleted upstream after admission, and a pull secret replaced with one the
+/// registry refuses, each turn the workload's metric and raise one Event; later rounds raise no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuous_audit_turns_the_metric_and_raises_one_event_per_change() {
+    let env = Env::start(Options { private: true, token: false }).await;
+    let api = ApiServer::start().await;
+    api.apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {
+        "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}}));
+    api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
+    let secret = |password: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "regcred", "namespace": "shop"},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": dockerconfigjson_b64("registry.example.com", "alice", password)}})
+    };
+    api.apply(secret("alice-password"));
+    api.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta("shop", "web", None),
+        "spec": {"template": template(&[("app", "team/myapp:v2.3.0")], &[])}}));
+    api.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta("shop", "private", None),
+        "spec": {"template": template(&[("app", "registry.example.com/private/app:1.0")], &["regcred"])}}));
+    let cfg = env.config("cache:\n  ttl: 1s\n  negativeTtl: 1s\n");
+    let wh = Webhook::start(&cfg, &api, &["--audit-interval", "1s"]).await;
+
+    rounds_pass(&wh, 1).await;
+    let m = wh.metrics().await;
+    assert!(m.contains(&verdict_line("shop", "web", "app", "allow", "Ok")), "{m}");
+    assert!(m.contains(&verdict_line("shop", "private", "app", "allow", "Ok")), "{m}");
+
+    // The tag goes away upstream (as Bitnami's did from Docker Hub), straight from the registry's storage.
+    let tag = env.dir.path().join("storage/docker/registry/v2/repositories/team/myapp/_manifests/tags/v2.3.0");
+    std::fs::remove_dir_all(&tag).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), api.events_created_at_least(1))
+        .await
+        .unwrap_or_else(|_| panic!("no Event: {}", wh.logs()));
+    let m = wh.metrics().await;
+    assert!(m.contains(&verdict_line("shop", "web", "app", "deny", "TagNotFound")), "{m}");
+    assert!(!m.contains(&verdict_line("shop", "web", "app", "allow", "Ok")), "the old verdict's series is gone: {m}");
+    let event = api.events_created.lock().unwrap()[0].clone();
+    assert_eq!(event["regarding"]["name"], "web", "{event}");
+    assert_eq!(event["regarding"]["kind"], "Deployment", "{event}");
+    assert_eq!(event["metadata"]["namespace"], "shop", "{event}");
+    assert_eq!(event["reason"], "ImagePullTagNotFound", "{event}");
+    assert_eq!(event["type"], "Warning", "{event}");
+    let note = event["note"].as_str().unwrap();
+    assert!(note.contains("team/myapp:v2.3.0") && note.contains("fail to pull"), "{note}");
+
+    // The pull secret is replaced with one the registry refuses.
+    api.apply(secret("not-alice-password"));
+    tokio::time::timeout(std::time::Duration::from_secs(30), api.events_created_at_least(2))
+        .await
+        .unwrap_or_else(|_| panic!("no second Event: {}", wh.logs()));
+    let event = api.events_created.lock().unwrap()[1].clone();
+    assert_eq!(event["regarding"]["name"], "private", "{event}");
+    assert_eq!(event["reason"], "ImagePullCredentialsRejected", "{event}");
+    assert!(!event.to_string().contains("not-alice-password"), "no credential in an Event");
+    assert!(wh.metrics().await.contains(&verdict_line("shop", "private", "app", "deny", "CredentialsRejected")));
+
+    // Still failing two rounds later: no new Event.
+    rounds_pass(&wh, 2).await;
+    assert_eq!(api.events_created.lock().unwrap().len(), 2);
+    let m = wh.metrics().await;
+    assert!(m.contains("pullguard_audit_containers{verdict=\"deny\",reason=\"TagNotFound\"} 1"), "{m}");
+}
+
+/// Many workloads sharing an image cost the registry one lookup per TTL, however many rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuous_audit_goes_through_the_cache() {
+    let env = Env::start(Options { private: false, token: false }).await;
+    let api = ApiServer::start().await;
+    api.apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {
+        "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}}));
+    for i in 0..30 {
+        api.apply(
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta("shop", &format!("web-{i}"), None),
+            "spec": {"template": template(&[("nginx", "nginx:1.25.3")], &[])}}),
+        );
+    }
+    let before = env.hub.requests().len();
+    let wh = Webhook::start(&env.config(""), &api, &["--audit-interval", "1s"]).await;
+    rounds_pass(&wh, 3).await;
+    let requests: Vec<String> = env.hub.requests().split_off(before);
+    let heads = requests.iter().filter(|r| r.starts_with("HEAD /v2/library/nginx/manifests/1.25.3 ")).count();
+    assert_eq!(heads, 1, "30 workloads x 3 rounds, one lookup within the TTL: {requests:?}");
+    let m = wh.metrics().await;
+    assert!(m.contains("pullguard_audit_containers{verdict=\"allow\",reason=\"Ok\"} 30"), "{m}");
 }

@@ -7,7 +7,8 @@
 //! [`ApiServer::hold_watches`] reproduces watch lag: while held, objects are stored and visible to lists (a
 //! consistent read, as from etcd) but no watch event is delivered; releasing delivers them in order.
 //! A `POST …/serviceaccounts/<name>/token` (TokenRequest) is answered with a token naming the ServiceAccount
-//! and recorded in [`ApiServer::token_requests`].
+//! and recorded in [`ApiServer::token_requests`]. A `POST /apis/events.k8s.io/v1/namespaces/<ns>/events` is
+//! recorded in [`ApiServer::events_created`] and echoed back.
 //! [`ApiServer::hold_typed_watches`] holds only watches selected by `type=` (pullguard's typed Secret
 //! watches), so the name-only Secret watch runs ahead of them; [`ApiServer::delivered`] waits until an event
 //! was written to such a watch.
@@ -50,6 +51,9 @@ pub struct ApiServer {
     untyped_delivered: tokio::sync::watch::Sender<u64>,
     /// TokenRequests received: namespace, ServiceAccount and the spec asked for.
     pub token_requests: Arc<Mutex<Vec<Value>>>,
+    /// Events (events.k8s.io/v1) created, in order.
+    pub events_created: Arc<Mutex<Vec<Value>>>,
+    events_posted: tokio::sync::watch::Sender<usize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -109,6 +113,9 @@ impl ApiServer {
         let delivered = untyped_delivered.clone();
         let token_requests: Arc<Mutex<Vec<Value>>> = Arc::default();
         let tokens = token_requests.clone();
+        let events_created: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let (events_posted, _) = tokio::sync::watch::channel(0usize);
+        let (posted, posted_count) = (events_created.clone(), events_posted.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
@@ -122,11 +129,31 @@ impl ApiServer {
                     held: h.subscribe(),
                     delivered: delivered.clone(),
                     tokens: tokens.clone(),
+                    posted: posted.clone(),
+                    events_posted: posted_count.clone(),
                 };
                 tokio::spawn(serve_connection(sock, c));
             }
         });
-        Self { addr, state, events, requests, hold_lists, held, untyped_delivered, token_requests, task }
+        Self {
+            addr,
+            state,
+            events,
+            requests,
+            hold_lists,
+            held,
+            untyped_delivered,
+            token_requests,
+            events_created,
+            events_posted,
+            task,
+        }
+    }
+
+    /// Waits until at least `n` Events were created (no polling: the connection handler signals each).
+    pub async fn events_created_at_least(&self, n: usize) {
+        let mut rx = self.events_posted.subscribe();
+        let _ = rx.wait_for(|c| *c >= n).await;
     }
 
     /// Holds back every watch event from now on (watch lag, as behind a lagging API server of an HA pair).
@@ -215,6 +242,8 @@ struct Conn {
     held: tokio::sync::watch::Receiver<Hold>,
     delivered: tokio::sync::watch::Sender<u64>,
     tokens: Arc<Mutex<Vec<Value>>>,
+    posted: Arc<Mutex<Vec<Value>>>,
+    events_posted: tokio::sync::watch::Sender<usize>,
 }
 
 /// Which watches hold their events back.
@@ -227,7 +256,7 @@ enum Hold {
 }
 
 async fn serve_connection(sock: tokio::net::TcpStream, c: Conn) {
-    let Conn { state, events, requests, hold, mut held, delivered, tokens } = c;
+    let Conn { state, events, requests, hold, mut held, delivered, tokens, posted, events_posted } = c;
     let (read, mut write) = sock.into_split();
     let mut reader = BufReader::new(read);
     loop {
@@ -261,7 +290,15 @@ async fn serve_connection(sock: tokio::net::TcpStream, c: Conn) {
             let request: Value = serde_json::from_slice(&body).unwrap_or_default();
             let path = target.split('?').next().unwrap_or_default();
             let parts: Vec<&str> = path.trim_start_matches("/api/v1/namespaces/").split('/').collect();
+            let event = path.strip_prefix("/apis/events.k8s.io/v1/namespaces/").and_then(|p| p.strip_suffix("/events"));
             let answer = match parts.as_slice() {
+                _ if event.is_some() => {
+                    let mut stored = request.clone();
+                    stored["metadata"]["namespace"] = json!(event.unwrap());
+                    posted.lock().unwrap().push(stored);
+                    events_posted.send_modify(|n| *n += 1);
+                    request.clone()
+                }
                 [ns, "serviceaccounts", name, "token"] => {
                     tokens.lock().unwrap().push(json!({"namespace": ns, "name": name, "spec": request["spec"]}));
                     let mut r = request.clone();
