@@ -60,6 +60,13 @@ struct Live {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    registry: String,
+    /// `anonymous`, or the username of the credential that asked.
+    identity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     registry: String,
     outcome: String,
@@ -89,7 +96,7 @@ impl Collector for Live {
             in_flight.metric_type(),
         )?)?;
         let outcomes = self.registry.outcomes();
-        let mut family = encoder.encode_descriptor(
+        let mut requests = encoder.encode_descriptor(
             "pullguard_registry_requests",
             "HTTP requests to registries and token services, by registry and outcome",
             None,
@@ -97,7 +104,24 @@ impl Collector for Live {
         )?;
         for (registry, outcome, n) in outcomes {
             let labels = OutcomeLabels { registry, outcome: outcome.to_string() };
-            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            ConstCounter::new(n).encode(requests.encode_family(&labels)?)?;
+        }
+        let budgets = self.registry.budgets();
+        for (name, help, remaining) in [
+            ("pullguard_registry_ratelimit_limit", "Pulls a registry allows per window, as it last announced", false),
+            (
+                "pullguard_registry_ratelimit_remaining",
+                "Pulls left in the registry's window, as it last announced",
+                true,
+            ),
+        ] {
+            let mut family =
+                encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
+            for (registry, identity, limit, left) in &budgets {
+                let labels = BudgetLabels { registry: registry.clone(), identity: identity.clone() };
+                let value = if remaining { *left } else { *limit };
+                ConstGauge::new(value as i64).encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

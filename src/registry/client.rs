@@ -107,12 +107,46 @@ pub struct EndpointSettings {
 #[derive(Debug, Default)]
 pub struct RegistryStats {
     outcomes: Mutex<std::collections::BTreeMap<(Arc<str>, &'static str), u64>>,
+    /// The pull budget a registry announces (Docker Hub: `ratelimit-limit: 100;w=21600` and
+    /// `ratelimit-remaining: 76;w=21600`), by registry and identity, as last seen.
+    budgets: Mutex<std::collections::BTreeMap<(Arc<str>, String), Budget>>,
 }
+
+/// (limit, remaining) pulls.
+type Budget = (u64, u64);
+
+/// Identities kept per process: a tenant's pull secrets choose usernames, and must not grow the metrics
+/// without bound.
+const MAX_BUDGETS: usize = 256;
 
 impl RegistryStats {
     fn record(&self, registry: &Arc<str>, outcome: &'static str) {
         let mut m = self.outcomes.lock().expect("stats lock poisoned");
         *m.entry((registry.clone(), outcome)).or_insert(0) += 1;
+    }
+
+    /// Notes the budget a response announces, for a known registry and the identity that asked (`anonymous`,
+    /// or the credential's username — never anything derived from its password).
+    fn record_budget(&self, registry: &Arc<str>, identity: &str, headers: &reqwest::header::HeaderMap) {
+        let number = |name: &str| -> Option<u64> {
+            let v = headers.get(name)?.to_str().ok()?;
+            v.split(';').next()?.trim().parse().ok()
+        };
+        let (Some(limit), Some(remaining)) = (number("ratelimit-limit"), number("ratelimit-remaining")) else {
+            return;
+        };
+        let identity: String = identity.chars().take(64).collect();
+        let mut m = self.budgets.lock().expect("stats lock poisoned");
+        let key = (registry.clone(), identity);
+        if m.len() < MAX_BUDGETS || m.contains_key(&key) {
+            m.insert(key, (limit, remaining));
+        }
+    }
+
+    /// (registry, identity, limit, remaining) as last announced.
+    pub fn budgets(&self) -> Vec<(String, String, u64, u64)> {
+        let m = self.budgets.lock().expect("stats lock poisoned");
+        m.iter().map(|((r, i), (l, rem))| (r.to_string(), i.clone(), *l, *rem)).collect()
     }
 
     /// (registry, outcome, count) for every pair seen.
@@ -360,6 +394,24 @@ impl RegistryClient {
 
     /// Sends a request to the registry, answering its auth challenge with the credential (if any).
     async fn authorized(
+        &self,
+        ep: &Endpoint,
+        method: Method,
+        url: Url,
+        accept: Option<&str>,
+        repository: &str,
+        credential: Option<&Credential>,
+    ) -> Result<Response, Failure> {
+        let resp = self.authorized_once(ep, method, url, accept, repository, credential).await?;
+        if ep.known {
+            let identity = credential.map_or("anonymous", |c| c.username.as_str());
+            self.stats.record_budget(&ep.label, identity, resp.headers());
+        }
+        Ok(resp)
+    }
+
+    /// [`authorized`](Self::authorized) without the bookkeeping.
+    async fn authorized_once(
         &self,
         ep: &Endpoint,
         method: Method,

@@ -233,3 +233,48 @@ async fn no_secret_in_logs_or_output_at_trace_level() {
     assert!(!all.contains("eyJ"), "a JWT leaked");
     assert!(!all.contains("dockerconfigjson\":"), "a secret payload leaked");
 }
+
+/// Docker Hub announces each identity's pull budget on its manifest responses (a HEAD does not spend it).
+/// pullguard exports the last announcement per registry and identity: the username, never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_pull_budget_is_exported_per_registry_and_identity() {
+    let (manifest, digest, config, config_digest) = image();
+    let s = Server::start("127.0.0.1", move |req: &Request| {
+        if req.header("authorization") != Some(CAROL) {
+            return Action::Respond(Response::new(401).header("WWW-Authenticate", "Basic realm=\"fault\""));
+        }
+        let path = req.path();
+        let budget =
+            |r: Response| r.header("ratelimit-limit", "200;w=21600").header("ratelimit-remaining", "7;w=21600");
+        if req.method == "HEAD" && path == "/v2/team/app/manifests/1.0" {
+            let r = Response::new(200).header("Docker-Content-Digest", &digest).header("Content-Type", OCI_MANIFEST);
+            return Action::Respond(budget(r));
+        }
+        if path == format!("/v2/team/app/manifests/{digest}") {
+            return Action::Respond(budget(
+                Response::new(200).header("Content-Type", OCI_MANIFEST).body(manifest.clone()),
+            ));
+        }
+        if path == format!("/v2/team/app/blobs/{config_digest}") {
+            return Action::Respond(Response::new(200).body(config.clone()));
+        }
+        respond(404)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cfg.yaml");
+    std::fs::write(&cfg, format!("registries:\n  fault.example.com:\n    endpoint: {}\n", s.url())).unwrap();
+    let engine = engine_from(&cfg);
+    let (snap, workloads) = load(&[support::fixtures().join("manifests/faults.yaml")], "default");
+    let r = engine.check_workload(&workloads[0], &snap, None).await.remove(0);
+    assert_eq!(r.reason, Reason::Ok, "{}", r.message);
+    let (cache, registry) = engine.stats();
+    assert_eq!(registry.budgets(), [("fault.example.com".to_string(), "carol".to_string(), 200, 7)]);
+    let text = pullguard::metrics::Metrics::new(cache, registry).render();
+    assert!(
+        text.contains("pullguard_registry_ratelimit_remaining{registry=\"fault.example.com\",identity=\"carol\"} 7"),
+        "{text}"
+    );
+    assert!(text.contains("pullguard_registry_ratelimit_limit{registry=\"fault.example.com\",identity=\"carol\"} 200"));
+    assert!(!text.contains("carol-password"));
+}
