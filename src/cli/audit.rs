@@ -4,7 +4,7 @@
 //! reports them exactly as `check` reports files.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,14 +126,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<u8> {
     if progress && total > 0 {
         eprintln!();
     }
-    let report = Report::new(total, results, errors);
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let mut out = std::io::stdout().lock();
-    let written = out.write_all(report.render(output, color).as_bytes()).and_then(|()| out.flush());
-    match written {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(report.exit_code()),
-    }
+    super::check::print_report(&Report::new(total, results, errors), output)
 }
 
 /// Every audited object in scope, minus those reported at their owner; what could not be listed or read is

@@ -77,6 +77,11 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<u8> {
         .flatten()
         .collect();
     let report = Report::new(workloads.len(), results, errors).with_skipped(skipped, verbose);
+    print_report(&report, output)
+}
+
+/// Writes the report to stdout (colour only on a terminal, never with `NO_COLOR`) and gives its exit code.
+pub(crate) fn print_report(report: &Report, output: Format) -> anyhow::Result<u8> {
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut out = std::io::stdout().lock();
     let written = out.write_all(report.render(output, color).as_bytes()).and_then(|()| out.flush());
