@@ -110,6 +110,8 @@ impl<R: Registry> Engine<R> {
                 host_notes: vec![],
                 node_blocked: None,
                 now: unix_now,
+                pods: w.pods,
+                pull_budget: None,
                 node_authenticated: repo
                     .as_deref()
                     .is_some_and(|r| self.settings.node_authenticated.iter().any(|p| Providers::image_matches(p, r))),
@@ -140,6 +142,13 @@ impl<R: Registry> Engine<R> {
                 if let (Ok(r), true) = (&eval.reference, looked_up) {
                     let walk = self.lookup_hosts(r, candidates, &creds.keyring, &node, deadline).await;
                     eval.candidates = walk.candidates.iter().map(Candidate::info).collect();
+                    // The budget of the registry itself, for the identity that pulled (not known through mirrors).
+                    if let (LookupOutcome::Found { used, .. }, None, Some(registry)) =
+                        (&walk.outcome, &walk.served_by, &self.registry)
+                    {
+                        let credential = used.map(|i| &walk.candidates[i].credential);
+                        eval.pull_budget = registry.inner().budget(&r.domain, credential);
+                    }
                     eval.lookup = walk.outcome;
                     eval.served_by = walk.served_by;
                     eval.host_notes = walk.notes;

@@ -175,6 +175,9 @@ pub struct Workload {
     pub spec_path: &'static str,
     /// The kind of the object's controlling owner (the ownerReference with `controller: true`), if any.
     pub controller: Option<String>,
+    /// Pods a rollout of it creates at once, each a pull on a node without the image: `replicas` (default 1),
+    /// a Job's `parallelism`; 1 for a Pod; `None` for a DaemonSet (one per node).
+    pub pods: Option<u32>,
 }
 
 /// Why an object that should hold a pod spec could not be read.
@@ -288,7 +291,44 @@ impl<S> Head<S> {
             file: None,
             document: None,
         };
-        Ok(Workload { object, spec: spec.unwrap_or_default(), spec_path, controller })
+        Ok(Workload { object, spec: spec.unwrap_or_default(), spec_path, controller, pods: None })
+    }
+}
+
+/// The part of a workload's `spec` that says how many pods a rollout makes.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Scale {
+    #[serde(default)]
+    replicas: Option<i64>,
+    #[serde(default)]
+    parallelism: Option<i64>,
+    #[serde(default)]
+    job_template: Option<JobTemplateScale>,
+}
+
+#[derive(Default, Deserialize)]
+struct JobTemplateScale {
+    #[serde(default)]
+    spec: Option<JobScale>,
+}
+
+#[derive(Default, Deserialize)]
+struct JobScale {
+    #[serde(default)]
+    parallelism: Option<i64>,
+}
+
+/// See [`Workload::pods`].
+fn pods(kind: &str, scale: Option<Scale>) -> Option<u32> {
+    let scale = scale.unwrap_or_default();
+    let n = |v: Option<i64>| Some(v.unwrap_or(1).clamp(0, i64::from(u32::MAX)) as u32);
+    match kind {
+        "Pod" => Some(1),
+        "Deployment" | "StatefulSet" | "ReplicaSet" | "ReplicationController" => n(scale.replicas),
+        "Job" => n(scale.parallelism),
+        "CronJob" => n(scale.job_template.and_then(|t| t.spec).and_then(|s| s.parallelism)),
+        _ => None,
     }
 }
 
@@ -350,7 +390,9 @@ impl Workload {
             node = node.and_then(|n| n.get(key)).filter(|n| !n.is_null());
         }
         let spec = node.map(|n| serde_path_to_error::deserialize(n).map_err(split)).transpose();
-        head.finish(spec_path, spec, controller, default_namespace).map(Some)
+        let scale = obj.get("spec").and_then(|v| Scale::deserialize(v).ok());
+        let pods = pods(kind, scale);
+        head.finish(spec_path, spec, controller, default_namespace).map(|w| Some(Workload { pods, ..w }))
     }
 
     /// [`from_object`](Self::from_object) straight from JSON text, as an admission review carries the object:
@@ -380,7 +422,9 @@ impl Workload {
             .transpose()
         });
         let controller = head.metadata.as_ref().and_then(Meta::controller);
-        head.finish(spec_path, spec, controller, default_namespace).map(Some)
+        let pods =
+            pods(head.kind.as_deref().unwrap_or_default(), head.spec.and_then(|v| serde_json::from_str(v.get()).ok()));
+        head.finish(spec_path, spec, controller, default_namespace).map(|w| Some(Workload { pods, ..w }))
     }
 
     /// Every image the kubelet pulls for the pod: containers, init containers, ephemeral containers, then image
@@ -526,6 +570,23 @@ mod tests {
         }
         let w = Workload::from_json(r#"{"kind":"Pod","metadata":{"name":"p\u0031"},"spec":{}}"#, "d").unwrap().unwrap();
         assert_eq!(w.object.name, "p1", "escaped names are read as the API server reads them");
+    }
+
+    #[test]
+    fn pods_a_rollout_makes() {
+        let cases = [
+            (json!({"kind": "Deployment", "spec": {"replicas": 4, "template": {"spec": {}}}}), Some(4)),
+            (json!({"kind": "StatefulSet", "spec": {"template": {}}}), Some(1)),
+            (json!({"kind": "Job", "spec": {"parallelism": 3, "template": {}}}), Some(3)),
+            (json!({"kind": "CronJob", "spec": {"jobTemplate": {"spec": {"parallelism": 2}}}}), Some(2)),
+            (json!({"kind": "DaemonSet", "spec": {"template": {}}}), None),
+            (json!({"kind": "Pod", "spec": {}}), Some(1)),
+            (json!({"kind": "Deployment", "spec": {"replicas": "many"}}), Some(1)),
+        ];
+        for (obj, want) in cases {
+            assert_eq!(Workload::from_object(&obj, "d").unwrap().unwrap().pods, want, "{obj}");
+            assert_eq!(Workload::from_json(&obj.to_string(), "d").unwrap().unwrap().pods, want, "{obj}");
+        }
     }
 
     /// A wrong type deep inside the spec named only `field spec`.

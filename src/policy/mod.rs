@@ -57,6 +57,7 @@ pub enum Reason {
     RegistryBlocked,
     RegistryBlockedOnNodes,
     RateLimited,
+    PullBudgetLow,
     RegistryUnreachable,
     RegistryError,
     SecretNotFound,
@@ -70,7 +71,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::Ok,
         Reason::InvalidReference,
         Reason::RepositoryNotFound,
@@ -85,6 +86,7 @@ impl Reason {
         Reason::RegistryBlocked,
         Reason::RegistryBlockedOnNodes,
         Reason::RateLimited,
+        Reason::PullBudgetLow,
         Reason::RegistryUnreachable,
         Reason::RegistryError,
         Reason::SecretNotFound,
@@ -114,6 +116,7 @@ impl Reason {
             Reason::RegistryBlocked => "RegistryBlocked",
             Reason::RegistryBlockedOnNodes => "RegistryBlockedOnNodes",
             Reason::RateLimited => "RateLimited",
+            Reason::PullBudgetLow => "PullBudgetLow",
             Reason::RegistryUnreachable => "RegistryUnreachable",
             Reason::RegistryError => "RegistryError",
             Reason::SecretNotFound => "SecretNotFound",
@@ -151,6 +154,9 @@ impl Reason {
             Reason::RegistryBlocked => "The registry host is in a blocked network and was not contacted.",
             Reason::RegistryBlockedOnNodes => "The nodes' registries.conf blocks the registry or repository.",
             Reason::RateLimited => "The registry is rate-limiting pulls.",
+            Reason::PullBudgetLow => {
+                "The registry announces fewer pulls left in its window than a rollout of the workload makes."
+            }
             Reason::RegistryUnreachable => "The registry could not be reached (DNS, connect, TLS, timeout).",
             Reason::RegistryError => "The registry answered with an error.",
             Reason::SecretNotFound => "A pull secret the pod names does not exist.",
@@ -244,6 +250,10 @@ pub struct Evaluation {
     pub node_blocked: Option<String>,
     /// Now, in Unix seconds, for credentials that carry an expiry.
     pub now: i64,
+    /// Pods a rollout of the workload makes at once (`Workload::pods`).
+    pub pods: Option<u32>,
+    /// The pull budget the registry last announced for the identity that pulled: (limit, remaining).
+    pub pull_budget: Option<(u64, u64)>,
 }
 
 /// The verdict for one container, with what to do about it. Every face renders from these fields: the
@@ -660,6 +670,9 @@ fn found(e: &Evaluation, r: &Reference, facts: &Facts, used: Option<usize>, sett
     if let Some(d) = used.and_then(|i| expiring(e, r, &e.candidates[i], settings)) {
         return d;
     }
+    if let Some(d) = budget_decision(e, r, used) {
+        return d;
+    }
     let how = match used {
         Some(i) => format!(" with {}", describe_candidate(&e.candidates[i])),
         None => String::new(),
@@ -713,6 +726,36 @@ fn expiring(e: &Evaluation, r: &Reference, c: &CandidateInfo, settings: &PolicyS
             x.what
         ),
         Some(format!("refresh {source} before then; {refresh}.")),
+    ))
+}
+
+/// The registry announced (Docker Hub's `ratelimit-remaining`) fewer pulls left for the identity that pulled
+/// than a rollout of this workload makes: some of its pods would hit 429 and stay in ImagePullBackOff. The
+/// budget is per account, so it is shared with the nodes when they pull with the same credential; an
+/// anonymous budget is per egress address, shared only where the nodes and pullguard leave by the same one.
+fn budget_decision(e: &Evaluation, r: &Reference, used: Option<usize>) -> Option<Decision> {
+    let ((limit, remaining), pods) = (e.pull_budget?, e.pods?);
+    if remaining >= u64::from(pods) {
+        return None;
+    }
+    let who = match used {
+        Some(i) => describe_candidate(&e.candidates[i]),
+        None => "anonymous pulls (counted per egress address)".to_string(),
+    };
+    Some(decision(
+        Verdict::Warn,
+        Reason::PullBudgetLow,
+        format!(
+            "{} announces {remaining} of {limit} pulls left in its window for {who}, and a rollout of this \
+             workload pulls {r} on up to {pods} nodes: the pulls past the budget are refused (429) and those pods \
+             stay in ImagePullBackOff until the window resets.",
+            r.domain
+        ),
+        Some(
+            "pull with an account that has budget left (a pull secret), mirror the image, or roll out after the \
+             registry's window resets."
+                .into(),
+        ),
     ))
 }
 

@@ -22,6 +22,8 @@ fn eval(image: &str, lookup: LookupOutcome) -> Evaluation {
         host_notes: vec![],
         node_blocked: None,
         now: 1_795_000_000,
+        pods: Some(1),
+        pull_budget: None,
     }
 }
 
@@ -64,6 +66,7 @@ fn reason_codes_are_pinned() {
         (Reason::RegistryBlocked, "RegistryBlocked"),
         (Reason::RegistryBlockedOnNodes, "RegistryBlockedOnNodes"),
         (Reason::RateLimited, "RateLimited"),
+        (Reason::PullBudgetLow, "PullBudgetLow"),
         (Reason::RegistryUnreachable, "RegistryUnreachable"),
         (Reason::RegistryError, "RegistryError"),
         (Reason::SecretNotFound, "SecretNotFound"),
@@ -558,4 +561,25 @@ fn credentials_that_expire_soon_are_a_warning() {
     assert_eq!(decide(&with(60, provider), &day).reason, Reason::Ok);
     let warn_mode = PolicySettings { mode: Mode::Warn, ..day };
     assert_eq!(decide(&with(60, candidate().source), &warn_mode).verdict, Verdict::Warn);
+}
+
+/// The budget a registry announced against the pods a rollout makes; a DaemonSet's count is unknown.
+#[test]
+fn a_rollout_past_the_announced_pull_budget_is_a_warning() {
+    let with = |pods: Option<u32>, budget: Option<(u64, u64)>| {
+        let mut e = eval("nginx:1", found(&[]));
+        e.pods = pods;
+        e.pull_budget = budget;
+        decide(&e, &PolicySettings::default())
+    };
+    let d = with(Some(5), Some((100, 3)));
+    assert_eq!((d.verdict, d.reason), (Verdict::Warn, Reason::PullBudgetLow));
+    assert!(
+        d.problem.contains("docker.io announces 3 of 100 pulls left in its window for anonymous pulls"),
+        "{}",
+        d.problem
+    );
+    assert_eq!(with(Some(3), Some((100, 3))).reason, Reason::Ok);
+    assert_eq!(with(None, Some((100, 0))).reason, Reason::Ok, "pods unknown");
+    assert_eq!(with(Some(5), None).reason, Reason::Ok, "no budget announced");
 }

@@ -115,6 +115,11 @@ pub struct RegistryStats {
 /// (limit, remaining) pulls.
 type Budget = (u64, u64);
 
+/// Who a pull budget belongs to: `anonymous`, or the credential's username (at most 64 characters).
+fn identity(credential: Option<&Credential>) -> String {
+    credential.map_or_else(|| "anonymous".to_string(), |c| c.username.chars().take(64).collect())
+}
+
 /// Identities kept per process: a tenant's pull secrets choose usernames, and must not grow the metrics
 /// without bound.
 const MAX_BUDGETS: usize = 256;
@@ -127,7 +132,7 @@ impl RegistryStats {
 
     /// Notes the budget a response announces, for a known registry and the identity that asked (`anonymous`,
     /// or the credential's username — never anything derived from its password).
-    fn record_budget(&self, registry: &Arc<str>, identity: &str, headers: &reqwest::header::HeaderMap) {
+    fn record_budget(&self, registry: &Arc<str>, identity: String, headers: &reqwest::header::HeaderMap) {
         let number = |name: &str| -> Option<u64> {
             let v = headers.get(name)?.to_str().ok()?;
             v.split(';').next()?.trim().parse().ok()
@@ -135,12 +140,17 @@ impl RegistryStats {
         let (Some(limit), Some(remaining)) = (number("ratelimit-limit"), number("ratelimit-remaining")) else {
             return;
         };
-        let identity: String = identity.chars().take(64).collect();
         let mut m = self.budgets.lock().expect("stats lock poisoned");
         let key = (registry.clone(), identity);
         if m.len() < MAX_BUDGETS || m.contains_key(&key) {
             m.insert(key, (limit, remaining));
         }
+    }
+
+    /// (limit, remaining) as last announced for a registry label and identity.
+    fn budget(&self, registry: &str, identity: &str) -> Option<Budget> {
+        let m = self.budgets.lock().expect("stats lock poisoned");
+        m.get(&(Arc::from(registry), identity.to_string())).copied()
     }
 
     /// (registry, identity, limit, remaining) as last announced.
@@ -404,8 +414,7 @@ impl RegistryClient {
     ) -> Result<Response, Failure> {
         let resp = self.authorized_once(ep, method, url, accept, repository, credential).await?;
         if ep.known {
-            let identity = credential.map_or("anonymous", |c| c.username.as_str());
-            self.stats.record_budget(&ep.label, identity, resp.headers());
+            self.stats.record_budget(&ep.label, identity(credential), resp.headers());
         }
         Ok(resp)
     }
@@ -588,6 +597,11 @@ impl RegistryClient {
 impl Registry for RegistryClient {
     fn stats(&self) -> Arc<RegistryStats> {
         self.stats.clone()
+    }
+
+    fn budget(&self, registry: &str, credential: Option<&Credential>) -> Option<(u64, u64)> {
+        let ep = self.endpoint(registry).ok().filter(|ep| ep.known)?;
+        self.stats.budget(&ep.label, &identity(credential))
     }
 
     async fn resolve(&self, reference: &Reference, credential: Option<&Credential>) -> Result<Resolved, Failure> {

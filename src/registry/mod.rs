@@ -101,6 +101,11 @@ pub trait Registry: Send + Sync + 'static {
         std::sync::Arc::default()
     }
 
+    /// The pull budget the registry last announced for this identity (limit, remaining), if it announces one.
+    fn budget(&self, _registry: &str, _credential: Option<&Credential>) -> Option<(u64, u64)> {
+        None
+    }
+
     /// HEAD the manifest for the reference's tag or digest.
     fn resolve(
         &self,

@@ -277,4 +277,19 @@ async fn announced_pull_budget_is_exported_per_registry_and_identity() {
     );
     assert!(text.contains("pullguard_registry_ratelimit_limit{registry=\"fault.example.com\",identity=\"carol\"} 200"));
     assert!(!text.contains("carol-password"));
+
+    // A rollout that pulls on more nodes than the 7 pulls left: a warning; one that fits: nothing to say.
+    let deployment = |replicas: u32| {
+        let obj = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default"}, "spec": {"replicas": replicas, "template": {"spec": {
+                "imagePullSecrets": [{"name": "fault-cred"}],
+                "containers": [{"name": "app", "image": "fault.example.com/team/app:1.0"}]}}}});
+        pullguard::workload::Workload::from_object(&obj, "default").unwrap().unwrap()
+    };
+    let r = engine.check_workload(&deployment(10), &snap, None).await.remove(0);
+    assert_eq!((r.verdict, r.reason), (Verdict::Warn, Reason::PullBudgetLow), "{}", r.message);
+    assert!(r.message.contains("7 of 200 pulls left") && r.message.contains("up to 10 nodes"), "{}", r.message);
+    assert!(r.message.contains("secret default/fault-cred"), "{}", r.message);
+    let r = engine.check_workload(&deployment(7), &snap, None).await.remove(0);
+    assert_eq!(r.reason, Reason::Ok, "{}", r.message);
 }
