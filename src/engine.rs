@@ -138,7 +138,8 @@ impl<R: Registry> Engine<R> {
                 }
                 let candidates =
                     repo.as_deref().map_or_else(Vec::new, |r| kubelet_candidates(&creds.keyring, &node, r));
-                eval.candidates = candidates.iter().map(Candidate::info).collect();
+                // What is said about each candidate (its expiry too) is worked out once, from the candidates the
+                // verdict rests on: those of the host walk when there is one.
                 if let (Ok(r), true) = (&eval.reference, looked_up) {
                     let walk = self.lookup_hosts(r, candidates, &creds.keyring, &node, deadline).await;
                     eval.candidates = walk.candidates.iter().map(Candidate::info).collect();
@@ -153,6 +154,8 @@ impl<R: Registry> Engine<R> {
                     eval.served_by = walk.served_by;
                     eval.host_notes = walk.notes;
                     eval.node_blocked = walk.blocked;
+                } else {
+                    eval.candidates = candidates.iter().map(Candidate::info).collect();
                 }
                 let d = policy::decide(&eval, &policy);
                 to_result(object, c.name.to_string(), c.kind, c.field, &eval, d)

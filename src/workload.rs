@@ -270,11 +270,12 @@ impl<S> Head<S> {
         self,
         spec_path: &'static str,
         spec: Result<Option<PodSpec>, SpecError>,
-        controller: Option<String>,
+        pods: Option<u32>,
         default_namespace: &str,
     ) -> Result<Workload, WorkloadError> {
         let kind = self.kind.unwrap_or_default();
         let meta = self.metadata;
+        let controller = meta.as_ref().and_then(Meta::controller);
         let name = meta.as_ref().and_then(|m| m.name.clone().or_else(|| m.generate_name.clone())).unwrap_or_default();
         let spec = spec.map_err(|(inner, source)| {
             let path =
@@ -291,7 +292,7 @@ impl<S> Head<S> {
             file: None,
             document: None,
         };
-        Ok(Workload { object, spec: spec.unwrap_or_default(), spec_path, controller, pods: None })
+        Ok(Workload { object, spec: spec.unwrap_or_default(), spec_path, controller, pods })
     }
 }
 
@@ -319,15 +320,16 @@ struct JobScale {
     parallelism: Option<i64>,
 }
 
-/// See [`Workload::pods`].
-fn pods(kind: &str, scale: Option<Scale>) -> Option<u32> {
-    let scale = scale.unwrap_or_default();
+/// See [`Workload::pods`]. The spec is read for its scale only for kinds that have one.
+fn pods(kind: &str, scale: impl FnOnce() -> Option<Scale>) -> Option<u32> {
     let n = |v: Option<i64>| Some(v.unwrap_or(1).clamp(0, i64::from(u32::MAX)) as u32);
     match kind {
         "Pod" => Some(1),
-        "Deployment" | "StatefulSet" | "ReplicaSet" | "ReplicationController" => n(scale.replicas),
-        "Job" => n(scale.parallelism),
-        "CronJob" => n(scale.job_template.and_then(|t| t.spec).and_then(|s| s.parallelism)),
+        "Deployment" | "StatefulSet" | "ReplicaSet" | "ReplicationController" => {
+            n(scale().unwrap_or_default().replicas)
+        }
+        "Job" => n(scale().unwrap_or_default().parallelism),
+        "CronJob" => n(scale().and_then(|s| s.job_template).and_then(|t| t.spec).and_then(|s| s.parallelism)),
         _ => None,
     }
 }
@@ -374,25 +376,20 @@ impl Workload {
                 name: text(meta, "name"),
                 generate_name: text(meta, "generateName"),
                 namespace: text(meta, "namespace"),
-                owner_references: None,
+                owner_references: meta
+                    .and_then(|m| m.get("ownerReferences"))
+                    .and_then(|v| Vec::<OwnerReference>::deserialize(v).ok()),
             }),
-            spec: None::<()>,
+            spec: obj.get("spec"),
         };
-        let controller = meta
-            .and_then(|m| m.get("ownerReferences"))
-            .and_then(Value::as_array)
-            .and_then(|refs| refs.iter().find(|r| r.get("controller").and_then(Value::as_bool) == Some(true)))
-            .and_then(|r| r.get("kind").and_then(Value::as_str))
-            .map(str::to_string);
         // A null on the way reads as absent, as in the JSON text of a review.
         let mut node = Some(obj);
         for key in spec_path.split('.') {
             node = node.and_then(|n| n.get(key)).filter(|n| !n.is_null());
         }
         let spec = node.map(|n| serde_path_to_error::deserialize(n).map_err(split)).transpose();
-        let scale = obj.get("spec").and_then(|v| Scale::deserialize(v).ok());
-        let pods = pods(kind, scale);
-        head.finish(spec_path, spec, controller, default_namespace).map(|w| Some(Workload { pods, ..w }))
+        let pods = pods(kind, || head.spec.and_then(|v| Scale::deserialize(v).ok()));
+        head.finish(spec_path, spec, pods, default_namespace).map(Some)
     }
 
     /// [`from_object`](Self::from_object) straight from JSON text, as an admission review carries the object:
@@ -421,10 +418,9 @@ impl Workload {
             })
             .transpose()
         });
-        let controller = head.metadata.as_ref().and_then(Meta::controller);
-        let pods =
-            pods(head.kind.as_deref().unwrap_or_default(), head.spec.and_then(|v| serde_json::from_str(v.get()).ok()));
-        head.finish(spec_path, spec, controller, default_namespace).map(|w| Some(Workload { pods, ..w }))
+        let kind = head.kind.as_deref().unwrap_or_default();
+        let pods = pods(kind, || head.spec.and_then(|v| serde_json::from_str(v.get()).ok()));
+        head.finish(spec_path, spec, pods, default_namespace).map(Some)
     }
 
     /// Every image the kubelet pulls for the pod: containers, init containers, ephemeral containers, then image

@@ -80,7 +80,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<u8> {
     for scope in &scopes {
         for (what, list) in [
             ("pull Secrets", list_secrets(&client, *scope).await),
-            ("ServiceAccounts", list_typed::<ServiceAccount>(&client, *scope, "ServiceAccount").await),
+            ("ServiceAccounts", list_service_accounts(&client, *scope).await),
         ] {
             match list {
                 Ok(objects) => {
@@ -187,15 +187,8 @@ async fn list_all(api: &Api<DynamicObject>) -> kube::Result<Vec<DynamicObject>> 
     }
 }
 
-async fn list_typed<K>(client: &Client, scope: Option<&str>, kind: &str) -> kube::Result<Vec<Value>>
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + serde::Serialize,
-{
-    let api: Api<K> = match scope {
+async fn list_service_accounts(client: &Client, scope: Option<&str>) -> kube::Result<Vec<Value>> {
+    let api: Api<ServiceAccount> = match scope {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
@@ -205,7 +198,7 @@ where
         .iter()
         .filter_map(|o| serde_json::to_value(o).ok())
         .map(|mut v| {
-            v["kind"] = json!(kind);
+            v["kind"] = json!("ServiceAccount");
             v
         })
         .collect())

@@ -600,6 +600,10 @@ impl Registry for RegistryClient {
     }
 
     fn budget(&self, registry: &str, credential: Option<&Credential>) -> Option<(u64, u64)> {
+        // Most registries announce none: no endpoint to build per container for them.
+        if self.stats.budgets.lock().expect("stats lock poisoned").is_empty() {
+            return None;
+        }
         let ep = self.endpoint(registry).ok().filter(|ep| ep.known)?;
         self.stats.budget(&ep.label, &identity(credential))
     }
