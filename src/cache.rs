@@ -39,14 +39,28 @@ pub struct Facts {
 struct ResolveKey(u128);
 
 impl ResolveKey {
+    /// One SHA-256 over the reference's parts, each ended by a NUL (a reference holds none), then the
+    /// credential: its username's length first, so no two (username, password) pairs give the same bytes.
+    /// Computed per lookup, so one digest call and one buffer (hashing a fingerprint of the credential first
+    /// was a second digest and a dozen small strings).
     fn new(r: &Reference, credential: Option<&Credential>) -> Self {
-        let fingerprint = credential.map_or_else(|| "anonymous".into(), Credential::fingerprint);
-        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        for part in [r.domain.as_str(), r.path.as_str(), r.manifest_reference(), fingerprint.as_str()] {
-            ctx.update(part.as_bytes());
-            ctx.update(&[0]);
+        let parts = [r.domain.as_str(), r.path.as_str(), r.manifest_reference()];
+        let secret = credential.map_or(0, |c| c.username.len() + c.password.len() + 24);
+        let mut input = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + secret + 16);
+        for part in parts {
+            input.extend_from_slice(part.as_bytes());
+            input.push(0);
         }
-        let d = ctx.finish();
+        match credential {
+            None => input.extend_from_slice(b"anonymous"),
+            Some(c) => {
+                input.extend_from_slice(b"credential\0");
+                input.extend_from_slice(&(c.username.len() as u64).to_le_bytes());
+                input.extend_from_slice(c.username.as_bytes());
+                input.extend_from_slice(c.password.as_bytes());
+            }
+        }
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
         let mut b = [0u8; 16];
         b.copy_from_slice(&d.as_ref()[..16]);
         Self(u128::from_le_bytes(b))
@@ -314,5 +328,30 @@ impl<R: Registry> CachedRegistry<R> {
                 Err(_) => Err(Failure::TimedOut { waited: limit, limit: crate::registry::TimeLimit::LookupTimeout }),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cred(username: &str, password: &str) -> Credential {
+        Credential { username: username.into(), password: password.into() }
+    }
+
+    #[test]
+    fn resolve_keys_never_cross_credentials_or_references() {
+        let r = Reference::parse("registry.example.com/team/app:v1").unwrap();
+        let other = Reference::parse("registry.example.com/team/app:v2").unwrap();
+        let key = |r: &Reference, c: Option<&Credential>| ResolveKey::new(r, c).0;
+        assert_eq!(key(&r, Some(&cred("u", "p"))), key(&r, Some(&cred("u", "p"))));
+        assert_ne!(key(&r, None), key(&other, None));
+        assert_ne!(key(&r, None), key(&r, Some(&cred("u", "p"))));
+        assert_ne!(key(&r, Some(&cred("u", "p"))), key(&r, Some(&cred("u", "q"))));
+        // The same bytes split differently between username and password are another credential.
+        assert_ne!(key(&r, Some(&cred("a\0b", "c"))), key(&r, Some(&cred("a", "b\0c"))));
+        assert_ne!(key(&r, Some(&cred("ab", "c"))), key(&r, Some(&cred("a", "bc"))));
+        // Nor does a credential named like the anonymous marker stand for anonymous.
+        assert_ne!(key(&r, None), key(&r, Some(&cred("anonymous", ""))));
     }
 }

@@ -33,13 +33,20 @@ impl Credential {
     /// A stable, non-reversible identifier used in cache keys, so one credential's results never answer for
     /// another's.
     pub fn fingerprint(&self) -> String {
-        let mut input = Vec::with_capacity(self.username.len() + self.password.len() + 16);
+        // The username's length first: a NUL may sit in either part, so a separator alone would let two
+        // credentials give the same bytes.
+        let mut input = Vec::with_capacity(self.username.len() + self.password.len() + 32);
         input.extend_from_slice(b"pullguard-credential\0");
+        input.extend_from_slice(&(self.username.len() as u64).to_le_bytes());
         input.extend_from_slice(self.username.as_bytes());
-        input.push(0);
         input.extend_from_slice(self.password.as_bytes());
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
-        digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
+        let mut hex = String::with_capacity(24);
+        for b in &digest.as_ref()[..12] {
+            hex.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+            hex.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+        }
+        hex
     }
 }
 
@@ -107,5 +114,9 @@ mod tests {
         let b = Credential { username: "u".into(), password: "b".into() };
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.fingerprint(), a.clone().fingerprint());
+        assert_eq!(a.fingerprint().len(), 24);
+        assert!(a.fingerprint().bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let split = |u: &str, p: &str| Credential { username: u.into(), password: p.into() }.fingerprint();
+        assert_ne!(split("a\0b", "c"), split("a", "b\0c"));
     }
 }
