@@ -145,10 +145,15 @@ async fn bench_webhook(env: &Env) {
     for (proto, extra) in protocols() {
         for &rate in &rates {
             let rate_s = rate.to_string();
+            let cpu = support::cpu_seconds(wh.pid());
             let r = oha(&health, None, &fixed_rate(&rate_s, &extra));
+            let total = r["statusCodeDistribution"]["200"].as_f64().unwrap_or(1.0);
+            let cpu_us = (support::cpu_seconds(wh.pid()) - cpu) / total * 1e6;
             let p = &r["latencyPercentiles"];
+            // Its CPU per request is the floor of TLS, HTTP and the kernel's loopback under a review's.
             let row = json!({"protocol": proto, "endpoint": "/healthz (control)", "offered_rps": rate,
-                "achieved_rps": r["summary"]["requestsPerSec"], "p50_ms": ms(&p["p50"]), "p99_ms": ms(&p["p99"]),
+                "achieved_rps": r["summary"]["requestsPerSec"], "server_cpu_us_per_request": cpu_us,
+                "p50_ms": ms(&p["p50"]), "p99_ms": ms(&p["p99"]),
                 "p99_9_ms": ms(&p["p99.9"]), "max_ms": ms(&r["summary"]["slowest"])});
             println!("control /healthz {proto} {rate}/s: {row}");
             rows.push(row);
@@ -182,6 +187,130 @@ async fn bench_webhook(env: &Env) {
         &json!({"review": "Deployment with 3 containers, warm cache", "server_cpus": server_cpus,
         "load_cpus": load_cpus, "runs": rows,
         "registry_requests_during_run": registry_requests}),
+    );
+}
+
+/// Runs `callgrind_control` with these arguments on the process.
+fn callgrind_control(pid: u32, args: &[&str]) {
+    let out = std::process::Command::new("callgrind_control")
+        .args(args)
+        .arg(pid.to_string())
+        .output()
+        .expect("callgrind_control (valgrind) is installed");
+    assert!(out.status.success(), "callgrind_control {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Per function name, the instructions of one callgrind dump: inclusive (the largest entry of that name, as
+/// callgrind splits an inlined function by source file) or self (summed over those entries).
+fn callgrind_costs(file: &Path, inclusive: bool) -> (u64, std::collections::HashMap<String, u64>) {
+    let out = std::process::Command::new("callgrind_annotate")
+        .arg(format!("--inclusive={}", if inclusive { "yes" } else { "no" }))
+        .args(["--threshold=100", "--auto=no"])
+        .arg(file)
+        .output()
+        .expect("callgrind_annotate (valgrind) is installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut total = 0;
+    let mut costs = std::collections::HashMap::new();
+    for line in text.lines() {
+        // "  1,234 ( 0.41%)  path/file.rs:crate::function [object]"
+        let Some((count, rest)) = line.trim_start().split_once(' ') else { continue };
+        let Ok(n) = count.replace(',', "").parse::<u64>() else { continue };
+        let Some((_, what)) = rest.split_once(')') else { continue };
+        let what = what.trim();
+        if what == "PROGRAM TOTALS" {
+            total = n;
+            continue;
+        }
+        let what = what.rsplit_once(" [").map_or(what, |(w, _)| w);
+        let Some((_, function)) = what.split_once(':') else { continue };
+        let e = costs.entry(function.to_string()).or_insert(0);
+        *e = if inclusive { (*e).max(n) } else { *e + n };
+    }
+    (total, costs)
+}
+
+/// The parts of a review named in the profile summary: (label, function, inclusive).
+const REVIEW_PARTS: [(&str, &str); 7] = [
+    ("the review handler (body to response)", "pullguard::admission::validate::{{closure}}"),
+    ("  read the AdmissionReview", "pullguard::admission::wire::Request::parse"),
+    ("  read the workload", "pullguard::workload::Workload::from_json"),
+    ("  engine: 3 containers", "pullguard::engine::Engine<R>::check_containers::{{closure}}"),
+    ("    cached lookups", "pullguard::engine::Engine<R>::lookup::{{closure}}"),
+    ("    policy decisions and messages", "pullguard::policy::decide"),
+    ("  the response and its annotations", "pullguard::admission::respond"),
+];
+
+/// Where a warm review's CPU goes, in instructions rather than time (stable on a noisy machine): the server
+/// runs under callgrind, instrumented only around `PROFILED` reviews and then as many `/healthz` requests
+/// (the control), each batch dumped on its own, over one keep-alive connection so that one TLS handshake is
+/// all the batch carries. Callgrind counts user space only: the kernel's TCP work is not in these figures.
+async fn bench_profile(env: &Env) {
+    const PROFILED: u64 = 2000;
+    let api = cluster().await;
+    let out = env.dir.path().join("callgrind.out");
+    let out_arg = format!("--callgrind-out-file={}", out.display());
+    let wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", out_arg.as_str()];
+    let wh = Webhook::spawn_under(&wrapper, &env.config(""), &api, &[], "info");
+    wh.wait_ready_within(Duration::from_secs(300)).await;
+    let body = env.dir.path().join("review.json");
+    let review = create_review("bench", &deployment(&["nginx:1.25.3", "alpine:3.19", "team/myapp:v2.3.0"]));
+    std::fs::write(&body, serde_json::to_vec(&review).unwrap()).unwrap();
+    let warm = wh.review(&review).await;
+    assert_eq!(warm["allowed"], true, "{warm}");
+    let n = PROFILED.to_string();
+    let health = format!("https://127.0.0.1:{}/healthz", wh.port);
+    let pid = wh.pid();
+    callgrind_control(pid, &["--instr=on"]);
+    let mut dumps = vec![];
+    for (what, url, body) in [("review", wh.url("10s"), Some(body.as_path())), ("healthz", health, None)] {
+        // A first pass after instrumenting, so that the measured one meets translated code.
+        oha(&url, body, &["-n", "200", "-c", "1"]);
+        callgrind_control(pid, &["--zero"]);
+        let r = oha(&url, body, &["-n", &n, "-c", "1"]);
+        assert_eq!(r["statusCodeDistribution"]["200"].as_u64(), Some(PROFILED), "{r}");
+        callgrind_control(pid, &["--dump"]);
+        dumps.push(what);
+    }
+    drop(wh);
+    let dump = |i: usize| env.dir.path().join(format!("callgrind.out.{}", i + 1));
+    assert!(dump(1).exists(), "callgrind wrote no second dump in {}", env.dir.path().display());
+    // Kept for a closer look (`callgrind_annotate --tree=calling`, kcachegrind).
+    let kept = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-profile");
+    std::fs::create_dir_all(&kept).unwrap();
+    for (i, what) in dumps.iter().enumerate() {
+        std::fs::copy(dump(i), kept.join(format!("callgrind.{what}.out"))).unwrap();
+    }
+    println!("callgrind data: {}/callgrind.{{review,healthz}}.out", kept.display());
+    let (review_total, inclusive) = callgrind_costs(&dump(0), true);
+    let (_, own) = callgrind_costs(&dump(0), false);
+    let (control_total, _) = callgrind_costs(&dump(1), true);
+    let per = |v: u64| v as f64 / PROFILED as f64;
+    println!(
+        "profile: {:.0} instructions per warm review in user space, {:.0} per /healthz (the control)",
+        per(review_total),
+        per(control_total)
+    );
+    let mut parts = vec![];
+    for (label, function) in REVIEW_PARTS {
+        let v = per(inclusive.get(function).copied().unwrap_or(0));
+        println!("  {label:<40} {v:>9.0}  ({:.0} %)", 100.0 * v / per(review_total));
+        parts.push(json!({"part": label.trim(), "function": function, "instructions_per_review": v}));
+    }
+    let mut top: Vec<(&String, &u64)> = own.iter().collect();
+    top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    println!("  top 5 functions by their own instructions:");
+    let mut top5 = vec![];
+    for (function, &v) in top.into_iter().take(5) {
+        println!("  {:>9.0}  ({:.1} %)  {function}", per(v), 100.0 * v as f64 / review_total as f64);
+        top5.push(json!({"function": function, "instructions_per_review": per(v)}));
+    }
+    save(
+        "profile",
+        &json!({"review": "Deployment with 3 containers, warm cache, HTTP/1.1 keep-alive, one connection",
+        "tool": "valgrind --tool=callgrind (user-space instructions)", "reviews": PROFILED,
+        "instructions_per_review": per(review_total), "instructions_per_healthz": per(control_total),
+        "parts": parts, "top_self": top5}),
     );
 }
 
@@ -377,5 +506,8 @@ async fn main() {
     }
     if run("memory") {
         bench_memory(&env).await;
+    }
+    if which.iter().any(|w| w == "profile") {
+        bench_profile(&env).await;
     }
 }

@@ -54,6 +54,12 @@ impl Webhook {
 
     /// Starts `pullguard serve` with this log level, without waiting for it to be ready.
     pub fn spawn(config: &Path, api: &ApiServer, extra: &[&str], log_level: &str) -> Self {
+        Self::spawn_under(&[], config, api, extra, log_level)
+    }
+
+    /// The same, run by a wrapper program (`valgrind --tool=callgrind`, say) given the binary and its
+    /// arguments; `pid()` is then the wrapper's, which valgrind's is (it runs the program in its process).
+    pub fn spawn_under(wrapper: &[&str], config: &Path, api: &ApiServer, extra: &[&str], log_level: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pki = super::fixtures().join("pki");
         std::fs::copy(pki.join("registry.pem"), dir.path().join("tls.crt")).unwrap();
@@ -84,7 +90,15 @@ impl Webhook {
             "100ms".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = tokio::process::Command::new(super::binary())
+        let mut command = match wrapper {
+            [program, wrapper_args @ ..] => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(wrapper_args).arg(super::binary());
+                c
+            }
+            [] => tokio::process::Command::new(super::binary()),
+        };
+        let child = command
             .args(&args)
             .env("PULLGUARD_LOG", log_level)
             .env_remove("PULLGUARD_CONFIG")
@@ -106,8 +120,13 @@ impl Webhook {
     }
 
     pub async fn wait_ready(&self) {
+        self.wait_ready_within(Duration::from_secs(20)).await
+    }
+
+    /// Waits this long at most for /readyz (a server under valgrind starts slowly).
+    pub async fn wait_ready_within(&self, limit: Duration) {
         let plain = reqwest::Client::builder().no_proxy().build().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(r) = plain.get(format!("http://127.0.0.1:{}/readyz", self.metrics_port)).send().await {
                 if r.status() == 200 {
