@@ -90,7 +90,10 @@ impl<R: Registry> Engine<R> {
         let sa_annotations = view.service_account_annotations(ns, sa_name);
         let minter = if self.settings.providers.mint_tokens { view.token_minter() } else { None };
         let identity = PodIdentity { namespace: ns, name: sa_name, annotations: sa_annotations.as_ref(), minter };
-        let futures = w.containers().into_iter().filter(|c| select(c.kind, c.name)).map(|c| {
+        // Collected first so that `join_all` gets an exact length: its futures are large, and collecting them
+        // from a filter grew the buffer and then shrank it, copying them each time.
+        let selected: Vec<_> = w.containers().into_iter().filter(|c| select(c.kind, c.name)).collect();
+        let futures = selected.into_iter().map(|c| {
             let image = c.image.unwrap_or_default().to_string();
             let reference = Reference::parse(&image);
             let repo = reference.as_ref().map(Reference::repository).ok();
@@ -308,7 +311,7 @@ fn to_result(
         container_type,
         field,
         image: e.image.clone(),
-        reference: e.reference.as_ref().ok().map(ToString::to_string),
+        reference: e.reference.as_ref().ok().map(Reference::canonical),
         verdict: d.verdict,
         reason: d.reason,
         message: d.message(),

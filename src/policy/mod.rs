@@ -276,7 +276,10 @@ pub struct Decision {
 impl Decision {
     /// One paragraph: the problem, `Fix: ` and the fix, then the notes.
     pub fn message(&self) -> String {
-        let mut m = self.problem.clone();
+        let fix = self.fix.as_ref().map_or(0, |f| f.len() + 6);
+        let notes: usize = self.notes.iter().map(|n| n.len() + 1).sum();
+        let mut m = String::with_capacity(self.problem.len() + fix + notes);
+        m.push_str(&self.problem);
         if let Some(fix) = &self.fix {
             m.push_str(" Fix: ");
             m.push_str(fix);
@@ -673,23 +676,30 @@ fn found(e: &Evaluation, r: &Reference, facts: &Facts, used: Option<usize>, sett
     if let Some(d) = budget_decision(e, r, used) {
         return d;
     }
-    let how = match used {
-        Some(i) => format!(" with {}", describe_candidate(&e.candidates[i])),
-        None => String::new(),
-    };
-    let mut msg = format!("{r} resolves to {}{how}", facts.digest);
+    // Written into one buffer sized for the usual message: this runs for every allowed container.
+    use std::fmt::Write;
+    let mut msg = String::with_capacity(256);
+    let _ = write!(msg, "{r} resolves to {}", facts.digest);
+    if let Some(i) = used {
+        let _ = write!(msg, " with {}", describe_candidate(&e.candidates[i]));
+    }
     if let Some(host) = &e.served_by {
-        msg.push_str(&format!(" from {host}"));
+        let _ = write!(msg, " from {host}");
     }
     if !facts.platforms.is_empty() {
-        msg.push_str(&format!(" ({})", join(&facts.platforms)));
+        msg.push_str(" (");
+        msg.push_str(&join(&facts.platforms));
+        msg.push(')');
     }
     match &e.landing {
-        Landing::NoNode { asked, known, .. } if asked.is_empty() && !known.is_empty() => msg.push_str(&format!(
-            "; platform not checked: the pod's node selector or affinity matches none of the cluster \
-             platforms ({})",
-            join(known)
-        )),
+        Landing::NoNode { asked, known, .. } if asked.is_empty() && !known.is_empty() => {
+            let _ = write!(
+                msg,
+                "; platform not checked: the pod's node selector or affinity matches none of the cluster \
+                 platforms ({})",
+                join(known)
+            );
+        }
         _ => {}
     }
     msg.push('.');
@@ -779,15 +789,18 @@ fn platform_decision(e: &Evaluation, r: &Reference, facts: &Facts) -> Option<Dec
     if facts.platforms.is_empty() || targets.is_empty() {
         return None;
     }
-    let offers = join(&facts.platforms);
-    let mut wanted: Vec<Platform> = facts.platforms.iter().chain(targets).cloned().collect();
-    wanted.sort();
-    wanted.dedup();
-    let fix = format!(
-        "publish a multi-platform image (docker buildx build --platform {} --push), or restrict the pod to \
-         supported nodes with nodeSelector kubernetes.io/arch.",
-        join(&wanted).replace(", ", ",")
-    );
+    // Worded only when there is a mismatch to report: this runs for every allowed container.
+    let offers = || join(&facts.platforms);
+    let fix = || {
+        let mut wanted: Vec<&Platform> = facts.platforms.iter().chain(targets).collect();
+        wanted.sort();
+        wanted.dedup();
+        format!(
+            "publish a multi-platform image (docker buildx build --platform {} --push), or restrict the pod to \
+             supported nodes with nodeSelector kubernetes.io/arch.",
+            join_with(wanted, ",")
+        )
+    };
     let asks = match no_node {
         Some((true, ..)) => "the pod asks for",
         _ => "the pod can run only on",
@@ -797,16 +810,20 @@ fn platform_decision(e: &Evaluation, r: &Reference, facts: &Facts) -> Option<Dec
             return Some(decision(
                 Verdict::Deny,
                 Reason::PlatformMismatch,
-                format!("{r} offers only {offers}, but {asks} {}.", join(targets)),
-                Some(fix),
+                format!("{r} offers only {}, but {asks} {}.", offers(), join(targets)),
+                Some(fix()),
             ));
         }
         PlatformFit::Some { unsupported } => {
             return Some(decision(
                 Verdict::Warn,
                 Reason::PlatformMismatch,
-                format!("{r} offers only {offers}; pods scheduled on {} nodes will fail to pull.", join(&unsupported)),
-                Some(fix),
+                format!(
+                    "{r} offers only {}; pods scheduled on {} nodes will fail to pull.",
+                    offers(),
+                    join(&unsupported)
+                ),
+                Some(fix()),
             ));
         }
         PlatformFit::All => {}
@@ -816,13 +833,14 @@ fn platform_decision(e: &Evaluation, r: &Reference, facts: &Facts) -> Option<Dec
             Verdict::Warn,
             Reason::PlatformMismatch,
             format!(
-                "{r} offers only {offers}: it runs only on nodes whose CPU supports x86-64-v{level}. Node labels \
-                 do not say which do; containerd reads the level from the CPU and refuses the pull below it."
+                "{r} offers only {}: it runs only on nodes whose CPU supports x86-64-v{level}. Node labels \
+                 do not say which do; containerd reads the level from the CPU and refuses the pull below it.",
+                offers()
             ),
             Some(format!(
                 "add a baseline linux/amd64 entry (docker buildx build --platform linux/amd64,{} --push), or \
                  keep the pod on nodes known to support x86-64-v{level} with a nodeSelector.",
-                join(&facts.platforms).replace(", ", ",")
+                join_with(&facts.platforms, ",")
             )),
         ));
     }
@@ -982,7 +1000,20 @@ fn describe_candidate(c: &CandidateInfo) -> String {
 }
 
 fn join(p: &[Platform]) -> String {
-    p.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    join_with(p, ", ")
+}
+
+/// The platforms written one after the other into one string.
+fn join_with<'a>(p: impl IntoIterator<Item = &'a Platform>, separator: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(64);
+    for (i, platform) in p.into_iter().enumerate() {
+        if i > 0 {
+            out.push_str(separator);
+        }
+        let _ = write!(out, "{platform}");
+    }
+    out
 }
 
 fn or_list(items: &[String]) -> String {

@@ -130,6 +130,9 @@ impl Mirrors {
         if let Some(h) = self.by_registry.get(&r.domain).or(self.fallback.as_ref()) {
             return Some(h);
         }
+        if self.by_prefix.is_empty() {
+            return None;
+        }
         let repo = r.repository();
         self.by_prefix
             .iter()
