@@ -29,7 +29,8 @@ use crate::registry::{Failure, Registry, Resolved};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Facts {
     pub digest: String,
-    pub platforms: Vec<Platform>,
+    /// Shared with the cache: a warm lookup hands out the list without copying it.
+    pub platforms: Arc<Vec<Platform>>,
 }
 
 #[derive(Clone, Copy, Hash, PartialEq, Eq)]
@@ -272,7 +273,7 @@ impl<R: Registry> CachedRegistry<R> {
                 self.bounded(async move { inner.platforms(&r, &digest, c.as_ref()).await.map(Arc::new) })
             })
             .await?;
-        Ok(Facts { digest: resolved.digest, platforms: platforms.to_vec() })
+        Ok(Facts { digest: resolved.digest, platforms })
     }
 
     /// The cached value for `key`; else the lookup running for it, joined; else a new lookup (`make` builds it,

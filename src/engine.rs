@@ -302,7 +302,7 @@ fn to_result(
     d: Decision,
 ) -> ContainerResult {
     let (digest, platforms, used) = match &e.lookup {
-        LookupOutcome::Found { facts, used, .. } => (Some(facts.digest.clone()), facts.platforms.clone(), *used),
+        LookupOutcome::Found { facts, used, .. } => (Some(facts.digest.clone()), facts.platforms.to_vec(), *used),
         _ => (None, vec![], None),
     };
     ContainerResult {

@@ -840,7 +840,7 @@ fn platform_decision(e: &Evaluation, r: &Reference, facts: &Facts) -> Option<Dec
             Some(format!(
                 "add a baseline linux/amd64 entry (docker buildx build --platform linux/amd64,{} --push), or \
                  keep the pod on nodes known to support x86-64-v{level} with a nodeSelector.",
-                join_with(&facts.platforms, ",")
+                join_with(facts.platforms.iter(), ",")
             )),
         ));
     }

@@ -1,5 +1,6 @@
 //! Case table: facts in, verdict out.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
@@ -29,7 +30,10 @@ fn eval(image: &str, lookup: LookupOutcome) -> Evaluation {
 
 fn found(platforms: &[&str]) -> LookupOutcome {
     LookupOutcome::Found {
-        facts: Facts { digest: "sha256:abc".into(), platforms: platforms.iter().map(|p| p.parse().unwrap()).collect() },
+        facts: Facts {
+            digest: "sha256:abc".into(),
+            platforms: Arc::new(platforms.iter().map(|p| p.parse().unwrap()).collect()),
+        },
         used: None,
         rejected: vec![],
     }
@@ -531,7 +535,7 @@ fn credentials_that_expire_soon_are_a_warning() {
         let mut e = eval(
             "registry.example.com/app:1",
             LookupOutcome::Found {
-                facts: Facts { digest: "sha256:abc".into(), platforms: vec![] },
+                facts: Facts { digest: "sha256:abc".into(), platforms: Arc::default() },
                 used: Some(0),
                 rejected: vec![],
             },
