@@ -126,7 +126,8 @@ impl Platform {
     /// For an amd64 node of unknown CPU level: the lowest x86-64 level among `image`'s entries when no entry
     /// runs on every amd64 CPU (`None` when one does, or when the node is not such a node).
     pub fn cpu_level_needed(&self, image: &[Platform]) -> Option<u32> {
-        let baseline = image.iter().any(|e| !e.is_unknown() && self.compatible().iter().any(|p| p == e));
+        let vector = self.compatible();
+        let baseline = image.iter().any(|e| !e.is_unknown() && vector.contains(e));
         if baseline {
             return None;
         }
@@ -217,14 +218,13 @@ pub enum PlatformFit {
 
 /// Compares the image's platforms with the node platforms the pod may land on.
 pub fn fit(image: &[Platform], nodes: &[Platform]) -> PlatformFit {
-    let (supported, unsupported): (Vec<Platform>, Vec<Platform>) =
-        nodes.iter().cloned().partition(|n| n.can_run_any(image));
+    let (supported, unsupported): (Vec<&Platform>, Vec<&Platform>) = nodes.iter().partition(|n| n.can_run_any(image));
     if unsupported.is_empty() {
         PlatformFit::All
     } else if supported.is_empty() {
         PlatformFit::None
     } else {
-        PlatformFit::Some { unsupported }
+        PlatformFit::Some { unsupported: unsupported.into_iter().cloned().collect() }
     }
 }
 

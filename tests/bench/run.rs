@@ -1,4 +1,4 @@
-//! `bash .ci/bench` (= `cargo run --release --example bench -- [webhook] [economy] [gate] [memory]`):
+//! `bash .ci/bench` (= `cargo run --release --example bench -- [webhook] [economy] [gate] [memory] [profile]`):
 //! pullguard's performance evidence, measured on loopback against the real registry (Debian's
 //! docker-registry). Writes `tests/bench/results/*.json`; `.ci/bench` then draws `tests/bench/latency.png`.
 
@@ -507,7 +507,7 @@ async fn main() {
     if run("memory") {
         bench_memory(&env).await;
     }
-    if which.iter().any(|w| w == "profile") {
+    if run("profile") {
         bench_profile(&env).await;
     }
 }
