@@ -303,68 +303,54 @@ impl<S> Head<S> {
     }
 }
 
-/// The part of a workload's `spec` that says how many pods a rollout makes.
-#[derive(Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Scale {
-    #[serde(default)]
-    replicas: Option<i64>,
-    #[serde(default)]
-    parallelism: Option<i64>,
-    #[serde(default)]
-    job_template: Option<JobTemplateScale>,
-}
-
-#[derive(Default, Deserialize)]
-struct JobTemplateScale {
-    #[serde(default)]
-    spec: Option<JobScale>,
-}
-
-#[derive(Default, Deserialize)]
-struct JobScale {
-    #[serde(default)]
-    parallelism: Option<i64>,
-}
-
-/// See [`Workload::pods`]. The spec is read for its scale only for kinds that have one.
-fn pods(kind: &str, scale: impl FnOnce() -> Option<Scale>) -> Option<u32> {
-    let n = |v: Option<i64>| Some(v.unwrap_or(1).clamp(0, i64::from(u32::MAX)) as u32);
+/// Where a kind's count of the pods a rollout makes lives: the object on the pod spec's path that holds it,
+/// and its field.
+fn scale_field(kind: &str) -> Option<(&'static str, &'static str)> {
     match kind {
-        "Pod" => Some(1),
-        "Deployment" | "StatefulSet" | "ReplicaSet" | "ReplicationController" => {
-            n(scale().unwrap_or_default().replicas)
-        }
-        "Job" => n(scale().unwrap_or_default().parallelism),
-        "CronJob" => n(scale().and_then(|s| s.job_template).and_then(|t| t.spec).and_then(|s| s.parallelism)),
+        "Deployment" | "StatefulSet" | "ReplicaSet" | "ReplicationController" => Some(("spec", "replicas")),
+        "Job" => Some(("spec", "parallelism")),
+        "CronJob" => Some(("spec.jobTemplate.spec", "parallelism")),
         _ => None,
     }
 }
 
-/// The value of one field of a JSON object, left undecoded; every other field is skipped unread.
-fn field<'a>(object: &'a RawValue, key: &str) -> Result<Option<&'a RawValue>, serde_json::Error> {
-    struct Field<'k>(&'k str);
-    impl<'de> serde::de::Visitor<'de> for Field<'_> {
-        type Value = Option<&'de RawValue>;
+/// See [`Workload::pods`]: `count` is the kind's [`scale_field`], where it is an integer.
+fn pods(kind: &str, count: Option<i64>) -> Option<u32> {
+    let n = |v: Option<i64>| Some(v.unwrap_or(1).clamp(0, i64::from(u32::MAX)) as u32);
+    match kind {
+        "Pod" => Some(1),
+        _ if scale_field(kind).is_some() => n(count),
+        _ => None,
+    }
+}
+
+/// The values of some fields of a JSON object, left undecoded, in one pass; every other field is skipped
+/// unread. The first of repeated keys counts, and a null reads as absent.
+fn fields<'a, const N: usize>(
+    object: &'a RawValue,
+    keys: [&str; N],
+) -> Result<[Option<&'a RawValue>; N], serde_json::Error> {
+    struct Fields<'k, const N: usize>([&'k str; N]);
+    impl<'de, const N: usize> serde::de::Visitor<'de> for Fields<'_, N> {
+        type Value = [Option<&'de RawValue>; N];
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             write!(f, "an object")
         }
         fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut found = None;
+            let mut found = [None; N];
             while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if k == self.0 && found.is_none() {
-                    found = Some(map.next_value::<&'de RawValue>()?);
-                } else {
-                    map.next_value::<serde::de::IgnoredAny>()?;
+                match self.0.iter().position(|key| *key == k) {
+                    Some(i) if found[i].is_none() => found[i] = Some(map.next_value::<&'de RawValue>()?),
+                    _ => _ = map.next_value::<serde::de::IgnoredAny>()?,
                 }
             }
-            Ok(found.filter(|v| v.get() != "null"))
+            Ok(found.map(|v| v.filter(|v| v.get() != "null")))
         }
         fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
+            Ok([None; N])
         }
     }
-    serde::Deserializer::deserialize_any(&mut serde_json::Deserializer::from_str(object.get()), Field(key))
+    serde::Deserializer::deserialize_any(&mut serde_json::Deserializer::from_str(object.get()), Fields(keys))
 }
 
 impl Workload {
@@ -395,7 +381,11 @@ impl Workload {
             node = node.and_then(|n| n.get(key)).filter(|n| !n.is_null());
         }
         let spec = node.map(|n| serde_path_to_error::deserialize(n).map_err(split)).transpose();
-        let pods = pods(kind, || head.spec.and_then(|v| Scale::deserialize(v).ok()));
+        let count = scale_field(kind).and_then(|(at, field)| {
+            let holder = at.split('.').try_fold(obj, |n, key| n.get(key).filter(|n| !n.is_null()))?;
+            holder.get(field).and_then(Value::as_i64)
+        });
+        let pods = pods(kind, count);
         head.finish(spec_path, spec, pods, default_namespace).map(Some)
     }
 
@@ -408,12 +398,29 @@ impl Workload {
             path: e.path().to_string(),
             source: e.into_inner(),
         })?;
-        let Some(spec_path) = pod_spec_path(head.kind.as_deref().unwrap_or_default()) else {
+        let kind = head.kind.as_deref().unwrap_or_default();
+        let Some(spec_path) = pod_spec_path(kind) else {
             return Ok(None);
         };
+        // Down the path to the pod spec, each object read once; the pod count is picked up on the way, from
+        // the object that holds it.
+        let scale = scale_field(kind);
+        let mut count = None;
         let mut node = Ok(head.spec);
-        for key in spec_path.split('.').skip(1) {
-            node = node.and_then(|n| n.map(|n| field(n, key)).transpose().map(Option::flatten));
+        let mut at = "spec";
+        for (i, key) in spec_path.match_indices('.').map(|(i, _)| i).zip(spec_path.split('.').skip(1)) {
+            node = node.and_then(|n| {
+                let Some(n) = n else { return Ok(None) };
+                match scale {
+                    Some((holder, field)) if holder == at => {
+                        let [next, c] = fields(n, [key, field])?;
+                        count = c.and_then(|c| serde_json::from_str::<i64>(c.get()).ok());
+                        Ok(next)
+                    }
+                    _ => Ok(fields(n, [key])?[0]),
+                }
+            });
+            at = &spec_path[..i + 1 + key.len()];
         }
         let spec = node.map_err(|e| (String::new(), e)).and_then(|n| {
             n.map(|n| {
@@ -424,8 +431,7 @@ impl Workload {
             })
             .transpose()
         });
-        let kind = head.kind.as_deref().unwrap_or_default();
-        let pods = pods(kind, || head.spec.and_then(|v| serde_json::from_str(v.get()).ok()));
+        let pods = pods(kind, count);
         head.finish(spec_path, spec, pods, default_namespace).map(Some)
     }
 
@@ -592,6 +598,14 @@ mod tests {
             (json!({"kind": "DaemonSet", "spec": {"template": {}}}), None),
             (json!({"kind": "Pod", "spec": {}}), Some(1)),
             (json!({"kind": "Deployment", "spec": {"replicas": "many"}}), Some(1)),
+            // Only the kind's own count field is read: a bad field beside it does not hide it.
+            (json!({"kind": "Deployment", "spec": {"replicas": 5, "parallelism": "x", "template": {}}}), Some(5)),
+            (json!({"kind": "Deployment", "spec": {"replicas": null, "template": {"spec": {}}}}), Some(1)),
+            (json!({"kind": "CronJob", "spec": {"jobTemplate": null}}), Some(1)),
+            (
+                json!({"kind": "CronJob", "spec": {"parallelism": 9, "jobTemplate": {"spec": {"template": {}}}}}),
+                Some(1),
+            ),
         ];
         for (obj, want) in cases {
             assert_eq!(Workload::from_object(&obj, "d").unwrap().unwrap().pods, want, "{obj}");
