@@ -91,15 +91,12 @@ async fn bench_webhook(env: &Env) {
     let api = cluster().await;
     // Production logging (one JSON line per decision) unless PULLGUARD_BENCH_LOG says otherwise.
     let level = std::env::var("PULLGUARD_BENCH_LOG").unwrap_or_else(|_| "info".into());
-    let wh = Webhook::spawn(&env.config(""), &api, &[], &level);
-    wh.wait_ready().await;
-    // Every thread of the server onto its CPUs (threads started later inherit it).
+    // Started on its CPUs (taskset execs the server in its own process), so that its runtime sizes itself to
+    // them as it does to a pod's CPU limit: pinned after starting, it kept a worker thread per CPU of the
+    // machine, contending for its one core and waking each other.
     let (server_cpus, load_cpus) = cpus();
-    let pinned = std::process::Command::new("taskset")
-        .args(["-a", "-c", "-p", &server_cpus, &wh.pid().to_string()])
-        .output()
-        .expect("taskset (util-linux) is installed");
-    assert!(pinned.status.success(), "taskset: {}", String::from_utf8_lossy(&pinned.stderr));
+    let wh = Webhook::spawn_under(&["taskset", "-c", &server_cpus], &env.config(""), &api, &[], &level);
+    wh.wait_ready().await;
     println!("server on CPUs {server_cpus}, load generator on CPUs {load_cpus}");
     let body = env.dir.path().join("review.json");
     let review = create_review("bench", &deployment(&["nginx:1.25.3", "alpine:3.19", "team/myapp:v2.3.0"]));
