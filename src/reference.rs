@@ -112,23 +112,14 @@ impl Reference {
         s
     }
 
-    /// What `Display` writes, in one allocation of the right size (`to_string` grows its buffer as it
+    /// What `Display` writes, into a buffer of the right size (`to_string` grows its buffer from empty as it
     /// goes; this runs for every container of every review).
     pub fn canonical(&self) -> String {
+        use std::fmt::Write;
         let tag = self.tag.as_ref().map_or(0, |t| t.len() + 1);
         let digest = self.digest.as_ref().map_or(0, |d| d.len() + 1);
         let mut s = String::with_capacity(self.domain.len() + 1 + self.path.len() + tag + digest);
-        s.push_str(&self.domain);
-        s.push('/');
-        s.push_str(&self.path);
-        if let Some(t) = &self.tag {
-            s.push(':');
-            s.push_str(t);
-        }
-        if let Some(d) = &self.digest {
-            s.push('@');
-            s.push_str(d);
-        }
+        let _ = write!(s, "{self}");
         s
     }
 
