@@ -131,12 +131,17 @@ impl Reference {
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.domain, self.path)?;
+        use fmt::Write;
+        f.write_str(&self.domain)?;
+        f.write_char('/')?;
+        f.write_str(&self.path)?;
         if let Some(tag) = &self.tag {
-            write!(f, ":{tag}")?;
+            f.write_char(':')?;
+            f.write_str(tag)?;
         }
         if let Some(digest) = &self.digest {
-            write!(f, "@{digest}")?;
+            f.write_char('@')?;
+            f.write_str(digest)?;
         }
         Ok(())
     }
