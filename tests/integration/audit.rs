@@ -174,6 +174,14 @@ async fn rounds_pass(wh: &Webhook, n: u64) {
     }
 }
 
+/// The API stand-in with one linux/amd64 node and nothing else.
+async fn one_amd64_node() -> ApiServer {
+    let api = ApiServer::start().await;
+    api.apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {
+        "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}}));
+    api
+}
+
 fn verdict_line(namespace: &str, name: &str, container: &str, verdict: &str, reason: &str) -> String {
     format!(
         "pullguard_workload_image_verdict{{namespace=\"{namespace}\",kind=\"Deployment\",name=\"{name}\",\
@@ -186,9 +194,7 @@ fn verdict_line(namespace: &str, name: &str, container: &str, verdict: &str, rea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continuous_audit_turns_the_metric_and_raises_one_event_per_change() {
     let env = Env::start(Options { private: true, token: false }).await;
-    let api = ApiServer::start().await;
-    api.apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {
-        "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}}));
+    let api = one_amd64_node().await;
     api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
     let secret = |password: &str| {
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "regcred", "namespace": "shop"},
@@ -248,9 +254,7 @@ async fn continuous_audit_turns_the_metric_and_raises_one_event_per_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continuous_audit_goes_through_the_cache() {
     let env = Env::start(Options { private: false, token: false }).await;
-    let api = ApiServer::start().await;
-    api.apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {
-        "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}}));
+    let api = one_amd64_node().await;
     for i in 0..30 {
         api.apply(
             json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta("shop", &format!("web-{i}"), None),
