@@ -213,15 +213,8 @@ fn split(e: serde_path_to_error::Error<serde_json::Error>) -> SpecError {
     (e.path().to_string(), e.into_inner())
 }
 
-/// Decodes JSON text, and on failure decodes it again tracking the path, for the error to name the field:
-/// tracking it on every review cost a third of the decode, and a review that fails is rare.
-fn with_path<'de, T: Deserialize<'de>>(raw: &'de str) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
-    serde_json::from_str(raw)
-        .or_else(|_| serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(raw)))
-}
-
-/// The error without its "at line 1 column N": a position in the pod spec's text alone means nothing to
-/// whoever reads it.
+/// The error without its "at line 1 column N": a position in the object's text alone means nothing to whoever
+/// reads it, and the error names the field.
 fn without_position(e: serde_json::Error) -> serde_json::Error {
     let suffix = format!(" at line {} column {}", e.line(), e.column());
     match e.to_string().strip_suffix(&suffix) {
@@ -230,17 +223,16 @@ fn without_position(e: serde_json::Error) -> serde_json::Error {
     }
 }
 
-/// An object's top level as pullguard reads it; `S` holds `spec` undecoded.
-#[derive(Deserialize)]
+/// An object's top level as pullguard reads it, but for its `spec`.
+#[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Head<S> {
+struct Head {
     #[serde(default)]
     api_version: Option<String>,
     #[serde(default)]
     kind: Option<String>,
     #[serde(default)]
     metadata: Option<Meta>,
-    spec: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -271,7 +263,7 @@ impl Meta {
     }
 }
 
-impl<S> Head<S> {
+impl Head {
     /// The workload, given its pod spec as decoded from `spec_path` (`None`: the object has none there).
     fn finish(
         self,
@@ -324,33 +316,192 @@ fn pods(kind: &str, count: Option<i64>) -> Option<u32> {
     }
 }
 
-/// The values of some fields of a JSON object, left undecoded, in one pass; every other field is skipped
-/// unread. The first of repeated keys counts, and a null reads as absent.
-fn fields<'a, const N: usize>(
-    object: &'a RawValue,
-    keys: [&str; N],
-) -> Result<[Option<&'a RawValue>; N], serde_json::Error> {
-    struct Fields<'k, const N: usize>([&'k str; N]);
-    impl<'de, const N: usize> serde::de::Visitor<'de> for Fields<'_, N> {
-        type Value = [Option<&'de RawValue>; N];
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            write!(f, "an object")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut found = [None; N];
-            while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                match self.0.iter().position(|key| *key == k) {
-                    Some(i) if found[i].is_none() => found[i] = Some(map.next_value::<&'de RawValue>()?),
-                    _ => _ = map.next_value::<serde::de::IgnoredAny>()?,
-                }
-            }
-            Ok(found.map(|v| v.filter(|v| v.get() != "null")))
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok([None; N])
-        }
+/// What one pass over an object's JSON text finds.
+struct Found<'de> {
+    head: Head,
+    spec: Spec<'de>,
+}
+
+// One lives on the stack per read; boxing the pod spec would be an allocation per review.
+#[allow(clippy::large_enum_variant)]
+enum Spec<'de> {
+    /// No `spec`, a null one, or a kind without pods.
+    None,
+    /// Read on the way: the pod spec (`None` where the path to it ends early) and the pod count.
+    Read(Option<PodSpec>, Option<i64>),
+    /// The `spec` came before the `kind`, so it was kept as text to be read once the kind is known.
+    Text(&'de RawValue),
+}
+
+/// Reads an object's top level, and its `spec` on the way when the `kind` came first (as the API server writes
+/// objects): only the top level, `metadata`, the path down to the pod spec and the pod spec are decoded;
+/// everything else is skipped unread, and nothing is read twice. A repeated top-level field is an error (as
+/// for a derived struct); below it, the first of repeated keys counts and a null reads as absent.
+struct ObjectVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
+    type Value = Found<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "an object")
     }
-    serde::Deserializer::deserialize_any(&mut serde_json::Deserializer::from_str(object.get()), Fields(keys))
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Found<'de>, A::Error> {
+        use serde::de::Error as _;
+        let mut head = Head::default();
+        let mut seen = [false; 4];
+        let mut spec = Spec::None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let Some(i) = ["apiVersion", "kind", "metadata", "spec"].iter().position(|k| *k == key) else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            };
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(A::Error::duplicate_field(["apiVersion", "kind", "metadata", "spec"][i]));
+            }
+            match i {
+                0 => head.api_version = map.next_value()?,
+                1 => head.kind = map.next_value()?,
+                2 => head.metadata = map.next_value()?,
+                _ if !seen[1] => spec = map.next_value::<Option<&'de RawValue>>()?.map_or(Spec::None, Spec::Text),
+                _ => match Down::of_kind(head.kind.as_deref().unwrap_or_default()) {
+                    Some(down) => {
+                        let mut count = None;
+                        let pod = map.next_value_seed(down.counting(&mut count))?;
+                        spec = Spec::Read(pod, count);
+                    }
+                    None => _ = map.next_value::<serde::de::IgnoredAny>()?,
+                },
+            }
+        }
+        Ok(Found { head, spec })
+    }
+}
+
+/// Down from an object's `spec` to its pod spec, one level at a time, decoding the pod spec where the path
+/// ends; on the way it reads the pod count from the object that holds it.
+#[derive(Clone, Copy)]
+struct Down {
+    /// The rest of the path below this level, e.g. `template.spec`; empty: this value is the pod spec.
+    rest: &'static str,
+    /// The pod count's field, and how many levels below this one its holder is.
+    count: Option<(&'static str, usize)>,
+}
+
+impl Down {
+    /// From the `spec` of an object of this kind; `None` for kinds without pods.
+    fn of_kind(kind: &str) -> Option<Self> {
+        let path = pod_spec_path(kind)?;
+        let rest = path.strip_prefix("spec").map_or(path, |r| r.trim_start_matches('.'));
+        let count = scale_field(kind).map(|(holder, field)| (field, holder.matches('.').count()));
+        Some(Self { rest, count })
+    }
+
+    fn counting(self, count: &mut Option<i64>) -> Level<'_> {
+        Level { down: self, count }
+    }
+}
+
+/// [`Down`] at one level, with where to put the pod count.
+struct Level<'c> {
+    down: Down,
+    count: &'c mut Option<i64>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Level<'_> {
+    type Value = Option<PodSpec>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<PodSpec>, D::Error> {
+        if self.down.rest.is_empty() {
+            return Option::<PodSpec>::deserialize(d);
+        }
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Level<'_> {
+    type Value = Option<PodSpec>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "an object")
+    }
+    fn visit_none<E>(self) -> Result<Option<PodSpec>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Option<PodSpec>, E> {
+        Ok(None)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<PodSpec>, D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Option<PodSpec>, A::Error> {
+        let Level { down, count } = self;
+        let (key, rest) = down.rest.split_once('.').unwrap_or((down.rest, ""));
+        let count_here = down.count.and_then(|(field, levels)| (levels == 0).then_some(field));
+        let below = Down { rest, count: down.count.and_then(|(f, levels)| levels.checked_sub(1).map(|l| (f, l))) };
+        let (mut pod, mut seen_key, mut seen_count) = (None, false, false);
+        while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if k == key && !seen_key {
+                seen_key = true;
+                pod = map.next_value_seed(below.counting(count))?;
+            } else if count_here.is_some_and(|f| k == f) && !seen_count {
+                seen_count = true;
+                *count = map.next_value::<Lenient>()?.0;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(pod)
+    }
+}
+
+/// An integer that fits an `i64`, or `None` for any other value (read and dropped).
+struct Lenient(Option<i64>);
+
+impl<'de> Deserialize<'de> for Lenient {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Lenient;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "any value")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Lenient, E> {
+                Ok(Lenient(Some(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Lenient, E> {
+                Ok(Lenient(i64::try_from(v).ok()))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Lenient, E> {
+                Ok(Lenient(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Lenient, E> {
+                Ok(Lenient(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Lenient, E> {
+                Ok(Lenient(None))
+            }
+            fn visit_unit<E>(self) -> Result<Lenient, E> {
+                Ok(Lenient(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Lenient, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Lenient(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Lenient, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Lenient(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The pod spec of a `spec` kept as text (it came before the `kind`), read as [`ObjectVisitor`] reads it.
+fn read_spec_text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    down: Down,
+) -> Result<(Option<PodSpec>, Option<i64>), D::Error> {
+    use serde::de::DeserializeSeed as _;
+    let mut count = None;
+    let pod = down.counting(&mut count).deserialize(d)?;
+    Ok((pod, count))
 }
 
 impl Workload {
@@ -373,7 +524,6 @@ impl Workload {
                     .and_then(|m| m.get("ownerReferences"))
                     .and_then(|v| Vec::<OwnerReference>::deserialize(v).ok()),
             }),
-            spec: obj.get("spec"),
         };
         // A null on the way reads as absent, as in the JSON text of a review.
         let mut node = Some(obj);
@@ -389,50 +539,33 @@ impl Workload {
         head.finish(spec_path, spec, pods, default_namespace).map(Some)
     }
 
-    /// [`from_object`](Self::from_object) straight from JSON text, as an admission review carries the object:
-    /// only the top level, `metadata` and the pod spec are decoded; everything else is skipped unread.
+    /// [`from_object`](Self::from_object) straight from JSON text, as an admission review carries the object, in
+    /// one pass (see [`ObjectVisitor`]). Reading the top level, then each level down to the pod spec, each from
+    /// the text of the one above, scanned the object four times: a sixth of a warm review's instructions.
     pub fn from_json(raw: &str, default_namespace: &str) -> Result<Option<Self>, WorkloadError> {
-        let head: Head<&RawValue> = with_path(raw).map_err(|e| WorkloadError::Spec {
-            kind: String::new(),
-            name: String::new(),
-            path: e.path().to_string(),
-            source: e.into_inner(),
-        })?;
-        let kind = head.kind.as_deref().unwrap_or_default();
-        let Some(spec_path) = pod_spec_path(kind) else {
-            return Ok(None);
-        };
-        // Down the path to the pod spec, each object read once; the pod count is picked up on the way, from
-        // the object that holds it.
-        let scale = scale_field(kind);
-        let mut count = None;
-        let mut node = Ok(head.spec);
-        let mut at = "spec";
-        for (i, key) in spec_path.match_indices('.').map(|(i, _)| i).zip(spec_path.split('.').skip(1)) {
-            node = node.and_then(|n| {
-                let Some(n) = n else { return Ok(None) };
-                match scale {
-                    Some((holder, field)) if holder == at => {
-                        let [next, c] = fields(n, [key, field])?;
-                        count = c.and_then(|c| serde_json::from_str::<i64>(c.get()).ok());
-                        Ok(next)
-                    }
-                    _ => Ok(fields(n, [key])?[0]),
+        let read = |raw| -> Result<_, serde_json::Error> {
+            let Found { head, spec } =
+                serde::Deserializer::deserialize_map(&mut serde_json::Deserializer::from_str(raw), ObjectVisitor)?;
+            let kind = head.kind.as_deref().unwrap_or_default();
+            let (pod, count) = match (spec, Down::of_kind(kind)) {
+                (_, None) => return Ok(None),
+                (Spec::Text(text), Some(down)) => {
+                    read_spec_text(&mut serde_json::Deserializer::from_str(text.get()), down)?
                 }
-            });
-            at = &spec_path[..i + 1 + key.len()];
+                (Spec::Read(pod, count), Some(_)) => (pod, count),
+                (Spec::None, Some(_)) => (None, None),
+            };
+            Ok(Some((head, pod, count)))
+        };
+        match read(raw) {
+            Ok(None) => Ok(None),
+            Ok(Some((head, pod, count))) => {
+                let kind = head.kind.as_deref().unwrap_or_default();
+                let (spec_path, pods) = (pod_spec_path(kind).unwrap_or_default(), pods(kind, count));
+                head.finish(spec_path, Ok(pod), pods, default_namespace).map(Some)
+            }
+            Err(e) => Err(explain(raw, e)),
         }
-        let spec = node.map_err(|e| (String::new(), e)).and_then(|n| {
-            n.map(|n| {
-                with_path(n.get()).map_err(|e| {
-                    let (path, e) = split(e);
-                    (path, without_position(e))
-                })
-            })
-            .transpose()
-        });
-        let pods = pods(kind, count);
-        head.finish(spec_path, spec, pods, default_namespace).map(Some)
     }
 
     /// Every image the kubelet pulls for the pod: containers, init containers, ephemeral containers, then image
@@ -464,6 +597,38 @@ impl Workload {
         });
         containers.chain(volumes).collect()
     }
+}
+
+/// Why [`Workload::from_json`] could not read an object: the object read again, tracking the path to the
+/// field that failed (tracking it on every review cost a third of the read, and a review that fails is rare),
+/// and named by its kind and name where those could be read.
+fn explain(raw: &str, first: serde_json::Error) -> WorkloadError {
+    let mut track = serde_path_to_error::Track::new();
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let tracked = serde::Deserializer::deserialize_map(
+        serde_path_to_error::Deserializer::new(&mut de, &mut track),
+        ObjectVisitor,
+    );
+    let (path, source) = match tracked {
+        Err(e) => (track.path().to_string(), e),
+        Ok(Found { head, spec: Spec::Text(text) }) => {
+            let down = Down::of_kind(head.kind.as_deref().unwrap_or_default());
+            let mut de = serde_json::Deserializer::from_str(text.get());
+            let mut inner = serde_path_to_error::Track::new();
+            match down.map(|d| read_spec_text(serde_path_to_error::Deserializer::new(&mut de, &mut inner), d)) {
+                Some(Err(e)) => match inner.path().to_string().as_str() {
+                    "." => ("spec".to_string(), e),
+                    p => (format!("spec.{p}"), e),
+                },
+                _ => (".".to_string(), first),
+            }
+        }
+        Ok(_) => (".".to_string(), first),
+    };
+    // The object's name, unless the error is in what names it.
+    let head: Head = serde_json::from_str(raw).unwrap_or_default();
+    let name = head.metadata.and_then(|m| m.name.or(m.generate_name)).unwrap_or_default();
+    WorkloadError::Spec { kind: head.kind.unwrap_or_default(), name, path, source: without_position(source) }
 }
 
 /// `{spec_path}.{list}[{i}]{rest}`, in one allocation: built for every container of every review.
@@ -586,6 +751,64 @@ mod tests {
         }
         let w = Workload::from_json(r#"{"kind":"Pod","metadata":{"name":"p\u0031"},"spec":{}}"#, "d").unwrap().unwrap();
         assert_eq!(w.object.name, "p1", "escaped names are read as the API server reads them");
+    }
+
+    /// The API server writes `kind` before `spec`, but JSON objects have no order: a `spec` that comes first is
+    /// read once the kind is known, to the same workload, or the same error naming the same field.
+    #[test]
+    fn text_reads_alike_in_any_key_order() {
+        let tpl = json!({"spec": {"containers": [{"name": "a", "image": "nginx"}], "volumes": [{"name": "v"}]}});
+        let cases = [
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "prod"},
+                "spec": {"replicas": 4, "template": tpl}}),
+            json!({"kind": "CronJob", "metadata": {"name": "c"},
+                "spec": {"jobTemplate": {"spec": {"parallelism": 2, "template": tpl}}}}),
+            json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": tpl["spec"]}),
+            json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": 42}]}}),
+            json!({"kind": "Job", "metadata": {"name": "j"}, "spec": {"template": {"spec": {"volumes": 1}}}}),
+            json!({"kind": "Job", "metadata": {"name": "j"}, "spec": {"template": 7}}),
+            json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": 7}),
+            json!({"kind": "Deployment", "metadata": {"name": "d"}, "spec": null}),
+            json!({"kind": "ConfigMap", "spec": {"template": 1}}),
+        ];
+        let seen = |r: Result<Option<Workload>, WorkloadError>| match r {
+            Ok(Some(w)) => format!("{:?} {:?} {:?}", w.object, w.containers(), w.pods),
+            Ok(None) => "none".into(),
+            Err(e) => e.to_string(),
+        };
+        for obj in cases {
+            let map = obj.as_object().unwrap();
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_by_key(|k| (*k != "spec", *k == "kind"));
+            let fields: Vec<String> = keys.iter().map(|k| format!("{}:{}", json!(k), map[*k])).collect();
+            let spec_first = format!("{{{}}}", fields.join(","));
+            assert!(spec_first.starts_with(r#"{"spec""#) && spec_first.contains(r#""kind""#), "{spec_first}");
+            let kind_first = obj.to_string();
+            assert_eq!(seen(Workload::from_json(&spec_first, "d")), seen(Workload::from_json(&kind_first, "d")));
+        }
+        // Errors name the field inside the object, wherever it was found.
+        let bad = r#"{"spec":{"template":{"spec":{"containers":[{"name":"a","image":1}]}}},"kind":"Job"}"#;
+        let err = Workload::from_json(bad, "d").unwrap_err().to_string();
+        assert!(err.contains("field spec.template.spec.containers[0].image: invalid type"), "{err}");
+        assert!(!err.contains("line 1"), "a position in the review's text helps no one: {err}");
+    }
+
+    /// Below the top level the first of repeated keys counts, and a null reads as absent; at the top level a
+    /// repeated field is an error, as for any decoded struct.
+    #[test]
+    fn repeated_keys_read_as_before() {
+        let w = |text: &str| Workload::from_json(text, "d");
+        let first = w(r#"{"kind":"Deployment","spec":{"replicas":2,"replicas":5,
+            "template":{"spec":{"containers":[{"name":"a","image":"one"}]}},
+            "template":{"spec":{"containers":[{"name":"b","image":"two"}]}}}}"#)
+        .unwrap()
+        .unwrap();
+        assert_eq!((first.pods, first.containers()[0].image), (Some(2), Some("one")));
+        let null_first = w(r#"{"kind":"Deployment","spec":{"template":null,"template":{"spec":{}}}}"#);
+        assert!(null_first.unwrap().unwrap().containers().is_empty());
+        let err = w(r#"{"kind":"Pod","kind":"Deployment","spec":{}}"#).unwrap_err().to_string();
+        assert!(err.contains("duplicate field `kind`"), "{err}");
+        assert!(w(r#"{"kind":"Pod","spec":{},"spec":{}}"#).unwrap_err().to_string().contains("duplicate field"));
     }
 
     #[test]
