@@ -88,7 +88,7 @@ impl Reference {
         if path.chars().any(|c| c.is_ascii_uppercase()) {
             return Err(ReferenceError::Uppercase);
         }
-        validate_domain(&domain)?;
+        validate_domain(domain)?;
         for component in path.split('/') {
             validate_path_component(component)?;
         }
@@ -100,7 +100,7 @@ impl Reference {
             (None, None) => Some("latest".to_string()),
             _ => tag,
         };
-        Ok(Self { domain, path, tag, digest })
+        Ok(Self { domain: domain.to_string(), path, tag, digest })
     }
 
     /// `domain/path`, the repository name the kubelet's keyring matches against.
@@ -151,25 +151,29 @@ fn is_hex_identifier(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// distribution's `splitDockerDomain`: the first component is a registry only if it looks like a host.
-fn split_docker_domain(name: &str) -> (String, String) {
-    let (mut domain, mut path) = match name.split_once('/') {
+/// distribution's `splitDockerDomain`: the first component is a registry only if it looks like a host. The
+/// path comes back owned, written once (it runs for every container of every review).
+fn split_docker_domain(name: &str) -> (&str, String) {
+    let (domain, path) = match name.split_once('/') {
         Some((first, rest))
             if first.contains('.')
                 || first.contains(':')
                 || first == "localhost"
                 || first.chars().any(|c| c.is_ascii_uppercase()) =>
         {
-            (first.to_string(), rest.to_string())
+            (first, rest)
         }
-        _ => (DOCKER_HUB.to_string(), name.to_string()),
+        _ => (DOCKER_HUB, name),
     };
-    if domain == "index.docker.io" {
-        domain = DOCKER_HUB.to_string();
-    }
-    if domain == DOCKER_HUB && !path.contains('/') {
-        path = format!("library/{path}");
-    }
+    let domain = if domain == "index.docker.io" { DOCKER_HUB } else { domain };
+    let path = if domain == DOCKER_HUB && !path.contains('/') {
+        let mut p = String::with_capacity("library/".len() + path.len());
+        p.push_str("library/");
+        p.push_str(path);
+        p
+    } else {
+        path.to_string()
+    };
     (domain, path)
 }
 
