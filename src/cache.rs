@@ -6,6 +6,9 @@
 //!   expires (bounded by size). It is consulted only after a credential-scoped resolve succeeded, so it
 //!   cannot answer for a credential that has no access.
 //!
+//! A resolve entry also keeps the platforms once they are known, so that a warm lookup reads one entry, not
+//! two.
+//!
 //! Concurrent misses for one key coalesce into one lookup. A lookup runs as its own task, bounded by
 //! `lookupTimeout` rather than by the review that started it: when a review's deadline ends its wait, the
 //! lookup goes on and fills the cache, and the next review joins it instead of starting over. (Filled inside the
@@ -14,7 +17,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
@@ -75,7 +78,16 @@ struct ContentKey {
     digest: String,
 }
 
-type ResolveValue = Result<Resolved, Failure>;
+/// A resolve answer, and the platforms of what it resolved to once the content cache gave them (only what that
+/// cache keeps). The entry is credential-scoped like the answer, so the platforms it holds were reached the
+/// same way as through the content cache.
+#[derive(Clone)]
+struct ResolvedEntry {
+    resolved: Resolved,
+    platforms: Arc<OnceLock<ContentValue>>,
+}
+
+type ResolveValue = Result<ResolvedEntry, Failure>;
 
 struct ResolveExpiry {
     ttl: Duration,
@@ -247,7 +259,7 @@ impl<R: Registry> CachedRegistry<R> {
     /// Dropping the returned future (a review's deadline) leaves the lookup running to fill the cache.
     pub async fn lookup(&self, reference: &Reference, credential: Option<&Credential>) -> Result<Facts, Failure> {
         let key = ResolveKey::new(reference, credential);
-        let resolved = self
+        let entry = self
             .fill_through(
                 &self.resolved,
                 &self.resolving,
@@ -255,25 +267,33 @@ impl<R: Registry> CachedRegistry<R> {
                 |_| true,
                 || {
                     let (inner, r, c) = (self.inner.clone(), reference.clone(), credential.cloned());
-                    self.bounded(async move { inner.resolve(&r, c.as_ref()).await })
+                    self.bounded(async move {
+                        let resolved = inner.resolve(&r, c.as_ref()).await?;
+                        Ok(ResolvedEntry { resolved, platforms: Arc::default() })
+                    })
                 },
             )
             .await?;
-        let ckey = ContentKey {
-            registry: reference.domain.clone(),
-            repository: reference.path.clone(),
-            digest: resolved.digest.clone(),
-        };
+        let digest = entry.resolved.digest;
+        if let Some(known) = entry.platforms.get() {
+            // A content-cache hit, without reading that cache again.
+            self.count(false);
+            return known.clone().map(|platforms| Facts { digest, platforms });
+        }
+        let ckey = ContentKey { registry: reference.domain.clone(), repository: reference.path.clone(), digest };
         // Facts about immutable content are kept; failures to fetch it are not.
         let keep = |v: &ContentValue| matches!(v, Ok(_) | Err(Failure::NoRunnablePlatform));
         let platforms = self
-            .fill_through(&self.contents, &self.fetching, ckey, keep, || {
+            .fill_through(&self.contents, &self.fetching, ckey.clone(), keep, || {
                 let (inner, r, c, digest) =
-                    (self.inner.clone(), reference.clone(), credential.cloned(), resolved.digest.clone());
+                    (self.inner.clone(), reference.clone(), credential.cloned(), ckey.digest.clone());
                 self.bounded(async move { inner.platforms(&r, &digest, c.as_ref()).await.map(Arc::new) })
             })
-            .await?;
-        Ok(Facts { digest: resolved.digest, platforms })
+            .await;
+        if keep(&platforms) {
+            let _ = entry.platforms.set(platforms.clone());
+        }
+        Ok(Facts { digest: ckey.digest, platforms: platforms? })
     }
 
     /// The cached value for `key`; else the lookup running for it, joined; else a new lookup (`make` builds it,
@@ -338,6 +358,49 @@ mod tests {
 
     fn cred(username: &str, password: &str) -> Credential {
         Credential { username: username.into(), password: password.into() }
+    }
+
+    /// Counts its calls; the first platforms fetch fails as a registry error would.
+    #[derive(Default)]
+    struct Counting {
+        resolves: AtomicU64,
+        fetches: AtomicU64,
+    }
+
+    impl Registry for Counting {
+        async fn resolve(&self, _: &Reference, _: Option<&Credential>) -> Result<Resolved, Failure> {
+            self.resolves.fetch_add(1, Ordering::SeqCst);
+            Ok(Resolved { digest: format!("sha256:{}", "a".repeat(64)) })
+        }
+        async fn platforms(&self, _: &Reference, _: &str, _: Option<&Credential>) -> Result<Vec<Platform>, Failure> {
+            match self.fetches.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(Failure::ServerError { status: 503, detail: String::new() }),
+                _ => Ok(vec![Platform::new("linux", "amd64", None)]),
+            }
+        }
+    }
+
+    /// A resolve entry keeps the platforms once fetched — a warm lookup reads one cache entry — but never a
+    /// failure to fetch them: the next lookup fetches again.
+    #[tokio::test]
+    async fn resolve_entries_keep_platforms_but_not_fetch_failures() {
+        let registry = Arc::new(Counting::default());
+        let cache = CachedRegistry::new(registry.clone(), CacheSettings::default());
+        let r = Reference::parse("registry.example.com/team/app:v1").unwrap();
+        let calls = || (registry.resolves.load(Ordering::SeqCst), registry.fetches.load(Ordering::SeqCst));
+        assert!(matches!(cache.lookup(&r, None).await, Err(Failure::ServerError { status: 503, .. })));
+        assert_eq!(calls(), (1, 1));
+        let facts = cache.lookup(&r, None).await.unwrap();
+        assert_eq!((facts.platforms.len(), calls()), (1, (1, 2)), "the failure was not kept");
+        // With the content cache emptied, the resolve entry still answers: no second cache read, no fetch.
+        cache.contents.invalidate_all();
+        cache.contents.run_pending_tasks().await;
+        assert_eq!(cache.lookup(&r, None).await.unwrap(), facts);
+        assert_eq!(calls(), (1, 2));
+        // Another credential is another entry: it does not see the first one's platforms through it.
+        let other = Credential { username: "u".into(), password: "p".into() };
+        assert_eq!(cache.lookup(&r, Some(&other)).await.unwrap(), facts);
+        assert_eq!(calls(), (2, 3), "resolved again for the credential, and the emptied content cache fetched again");
     }
 
     #[test]
