@@ -44,13 +44,12 @@ struct ResolveKey(u128);
 
 impl ResolveKey {
     /// One SHA-256 over the reference's parts, each ended by a NUL (a reference holds none), then the
-    /// credential: its username's length first, so no two (username, password) pairs give the same bytes.
-    /// Computed per lookup, so one digest call and one buffer (hashing a fingerprint of the credential first
-    /// was a second digest and a dozen small strings).
+    /// credential's own SHA-256 ([`Credential::id`], worked out once per credential): at most two blocks
+    /// whatever the token's size, in one buffer and one digest call (a digest context fed part by part cost
+    /// more than the copy).
     fn new(r: &Reference, credential: Option<&Credential>) -> Self {
         let parts = [r.domain.as_str(), r.path.as_str(), r.manifest_reference()];
-        let secret = credential.map_or(0, |c| c.username.len() + c.password.len() + 24);
-        let mut input = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + secret + 16);
+        let mut input = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 48);
         for part in parts {
             input.extend_from_slice(part.as_bytes());
             input.push(0);
@@ -59,9 +58,7 @@ impl ResolveKey {
             None => input.extend_from_slice(b"anonymous"),
             Some(c) => {
                 input.extend_from_slice(b"credential\0");
-                input.extend_from_slice(&(c.username.len() as u64).to_le_bytes());
-                input.extend_from_slice(c.username.as_bytes());
-                input.extend_from_slice(c.password.as_bytes());
+                input.extend_from_slice(c.id());
             }
         }
         let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
@@ -357,7 +354,7 @@ mod tests {
     use super::*;
 
     fn cred(username: &str, password: &str) -> Credential {
-        Credential { username: username.into(), password: password.into() }
+        Credential::new(username, password)
     }
 
     /// Counts its calls; the first platforms fetch fails as a registry error would.
@@ -398,7 +395,7 @@ mod tests {
         assert_eq!(cache.lookup(&r, None).await.unwrap(), facts);
         assert_eq!(calls(), (1, 2));
         // Another credential is another entry: it does not see the first one's platforms through it.
-        let other = Credential { username: "u".into(), password: "p".into() };
+        let other = Credential::new("u", "p");
         assert_eq!(cache.lookup(&r, Some(&other)).await.unwrap(), facts);
         assert_eq!(calls(), (2, 3), "resolved again for the credential, and the emptied content cache fetched again");
     }

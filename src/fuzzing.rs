@@ -47,7 +47,7 @@ pub fn dockerconfig(data: &[u8]) {
 pub fn keyring(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else { return };
     let (key, image) = s.split_once('\n').unwrap_or((s, s));
-    let credential = Credential { username: "u".into(), password: "p".into() };
+    let credential = Credential::new("u", "p");
     let mut k = Keyring::default();
     k.add(&Source::Node, &DockerConfig(vec![(key.to_string(), credential.clone())]));
     let _ = k.lookup(image);

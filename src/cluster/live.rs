@@ -34,6 +34,7 @@ pub struct LiveCluster {
     /// Names (metadata only, never payloads) of every Secret: tells "not a pull secret" from "missing".
     secret_names: Option<Store<PartialObjectMeta<Secret>>>,
     read_secrets: bool,
+    readings: SecretReadings,
     service_accounts: Store<ServiceAccount>,
     /// The distinct node shapes, republished by the node watch when they change; reviews only clone the Arc.
     nodes: Arc<RwLock<Arc<Inventory>>>,
@@ -143,6 +144,7 @@ impl LiveCluster {
             secrets,
             secret_names,
             read_secrets,
+            readings: SecretReadings::default(),
             service_accounts: watch(Api::all(client.clone()), watcher::Config::default(), "serviceaccounts"),
             nodes: nodes.clone(),
             nodes_synced,
@@ -167,20 +169,48 @@ impl LiveCluster {
     }
 }
 
-fn secret_data(s: &Secret) -> SecretData {
-    SecretData {
-        type_: s.type_.clone().unwrap_or_default(),
-        data: s.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
-        unreadable: None,
-    }
+fn secret_data(s: &Secret) -> Arc<SecretData> {
+    let type_ = s.type_.clone().unwrap_or_default();
+    Arc::new(SecretData::new(type_, s.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect(), None))
 }
 
 /// A Secret that exists but is not a pull secret: its type is all we may say, and we did not read it.
-pub(crate) fn not_a_pull_secret() -> SecretData {
-    SecretData {
-        type_: "neither kubernetes.io/dockerconfigjson nor kubernetes.io/dockercfg".into(),
-        data: Default::default(),
-        unreadable: None,
+pub(crate) fn not_a_pull_secret() -> Arc<SecretData> {
+    let type_ = "neither kubernetes.io/dockerconfigjson nor kubernetes.io/dockercfg".into();
+    Arc::new(SecretData::new(type_, Default::default(), None))
+}
+
+/// Pull secrets as read for reviews, by namespace and name, each with the stored object it was read from: a
+/// review reuses the reading (and its parsed dockerconfig) while the store still holds that very object.
+/// A watch event replaces the object, so a changed secret is read again. Bounded: emptied when full.
+#[derive(Default)]
+struct SecretReadings(std::sync::Mutex<std::collections::HashMap<(String, String), Reading>>);
+
+struct Reading {
+    /// The store's object, held weakly: its address stays unique while this lives, and its payload is freed
+    /// with the store's copy.
+    from: std::sync::Weak<Secret>,
+    read: Arc<SecretData>,
+}
+
+/// More distinct pull secrets than this in use at once only costs a re-read after the table is emptied.
+const MAX_SECRET_READINGS: usize = 4096;
+
+impl SecretReadings {
+    fn get(&self, namespace: &str, name: &str, stored: &Arc<Secret>) -> Arc<SecretData> {
+        let mut readings = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(r) = readings.get(&key)
+            && std::ptr::eq(r.from.as_ptr(), Arc::as_ptr(stored))
+        {
+            return r.read.clone();
+        }
+        if readings.len() >= MAX_SECRET_READINGS {
+            readings.clear();
+        }
+        let read = secret_data(stored);
+        readings.insert(key, Reading { from: Arc::downgrade(stored), read: read.clone() });
+        read
     }
 }
 
@@ -195,7 +225,7 @@ impl LiveCluster {
         move |e| ConfirmError { what, detail: e.to_string() }
     }
 
-    async fn read_secret(&self, namespace: &str, name: &str) -> Result<Option<SecretData>, ConfirmError> {
+    async fn read_secret(&self, namespace: &str, name: &str) -> Result<Option<Arc<SecretData>>, ConfirmError> {
         let api = Api::<Secret>::namespaced(self.client.clone(), namespace);
         let what = || format!("Secret {namespace}/{name}");
         // Typed reads first, so no other Secret's payload is ever transferred; then its name only.
@@ -261,10 +291,10 @@ impl LiveCluster {
 }
 
 impl ClusterView for LiveCluster {
-    fn secret(&self, namespace: &str, name: &str) -> Option<SecretData> {
+    fn secret(&self, namespace: &str, name: &str) -> Option<Arc<SecretData>> {
         let key = ObjectRef::new(name).within(namespace);
         if let Some(s) = self.secrets.iter().find_map(|s| s.get(&key)) {
-            return Some(secret_data(&s));
+            return Some(self.readings.get(namespace, name, &s));
         }
         let names = self.secret_names.as_ref()?;
         names.get(&ObjectRef::new(name).within(namespace)).map(|_| not_a_pull_secret())
@@ -358,5 +388,36 @@ impl ClusterState for LiveCluster {
 
     fn confirm<'a>(&'a self, ask: &'a Confirm) -> BoxFuture<'a, Result<Confirmed, ConfirmError>> {
         Box::pin(self.confirm_all(ask))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(password: &str) -> Arc<Secret> {
+        let config = format!(r#"{{"auths":{{"r.io":{{"username":"u","password":"{password}"}}}}}}"#);
+        Arc::new(Secret {
+            type_: Some(DOCKER_CONFIG_JSON.into()),
+            data: Some([(".dockerconfigjson".into(), k8s_openapi::ByteString(config.into_bytes()))].into()),
+            ..Default::default()
+        })
+    }
+
+    /// A review reuses the reading of the object the store holds, and reads a replaced object anew.
+    #[test]
+    fn secret_readings_follow_the_stored_object() {
+        let readings = SecretReadings::default();
+        let password = |r: &SecretData| r.docker_config().as_ref().unwrap().0[0].1.password().to_string();
+        let first = stored("one");
+        let a = readings.get("ns", "cred", &first);
+        assert!(Arc::ptr_eq(&a, &readings.get("ns", "cred", &first)), "the same object is read once");
+        assert_eq!(password(&a), "one");
+        // A watch event replaces the object, even with the same content: read again.
+        let second = stored("two");
+        let b = readings.get("ns", "cred", &second);
+        assert_eq!(password(&b), "two");
+        assert!(Arc::ptr_eq(&b, &readings.get("ns", "cred", &second)));
+        assert_eq!(password(&readings.get("ns", "cred", &first)), "one", "each object gets its own reading");
     }
 }

@@ -24,7 +24,7 @@ pub const MODE_LABEL: &str = "pullguard.io/mode";
 /// What the engine needs to know of the cluster: pull secrets and ServiceAccounts. `check` builds it from the
 /// input files; the webhook from its watch caches.
 pub trait ClusterView: Send + Sync {
-    fn secret(&self, namespace: &str, name: &str) -> Option<SecretData>;
+    fn secret(&self, namespace: &str, name: &str) -> Option<Arc<SecretData>>;
     /// Namespaces other than `namespace` that hold a secret with this name.
     fn secret_elsewhere(&self, namespace: &str, name: &str) -> Vec<String>;
     /// The pull-secret names of a ServiceAccount, if it is known.
@@ -87,7 +87,7 @@ pub struct Confirmed {
     /// The ServiceAccount read and its pull-secret names (`None`: it does not exist).
     pub service_account: Option<(String, Option<Vec<String>>)>,
     /// Each secret read: `None` when it does not exist.
-    pub secrets: BTreeMap<String, Option<SecretData>>,
+    pub secrets: BTreeMap<String, Option<Arc<SecretData>>>,
 }
 
 impl Confirmed {
@@ -122,7 +122,7 @@ pub struct ConfirmedView<'a> {
 }
 
 impl ClusterView for ConfirmedView<'_> {
-    fn secret(&self, namespace: &str, name: &str) -> Option<SecretData> {
+    fn secret(&self, namespace: &str, name: &str) -> Option<Arc<SecretData>> {
         match self.confirmed.secrets.get(name) {
             Some(live) if namespace == self.namespace => live.clone(),
             _ => self.store.secret(namespace, name),
@@ -157,7 +157,7 @@ impl ClusterView for ConfirmedView<'_> {
 /// An in-memory view of pull secrets and ServiceAccounts.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    secrets: BTreeMap<(String, String), SecretData>,
+    secrets: BTreeMap<(String, String), Arc<SecretData>>,
     service_accounts: BTreeMap<(String, String), Vec<String>>,
     service_account_annotations: BTreeMap<(String, String), BTreeMap<String, String>>,
     namespace_modes: BTreeMap<String, String>,
@@ -236,7 +236,7 @@ impl Snapshot {
             Some(why) => Err(err(why.clone())),
             None => Ok(true),
         };
-        self.secrets.insert((namespace, name), SecretData { type_, data, unreadable });
+        self.secrets.insert((namespace, name), Arc::new(SecretData::new(type_, data, unreadable)));
         result
     }
 
@@ -246,7 +246,7 @@ impl Snapshot {
 }
 
 impl ClusterView for Snapshot {
-    fn secret(&self, namespace: &str, name: &str) -> Option<SecretData> {
+    fn secret(&self, namespace: &str, name: &str) -> Option<Arc<SecretData>> {
         self.secrets.get(&(namespace.to_string(), name.to_string())).cloned()
     }
 

@@ -89,9 +89,13 @@ pub fn pod_credentials(spec: &PodSpec, namespace: &str, view: &dyn ClusterView) 
         }
         match view.secret(namespace, &name) {
             Some(secret) => match secret.docker_config() {
-                Ok(cfg) => out.keyring.add(&Source::Secret { namespace: namespace.into(), name }, &cfg),
-                Err(Unusable::Skipped(detail)) => out.problems.push(SecretProblem::Invalid { name, detail }),
-                Err(Unusable::Malformed(detail)) => out.problems.push(SecretProblem::Malformed { name, detail }),
+                Ok(cfg) => out.keyring.add(&Source::Secret { namespace: namespace.into(), name }, cfg),
+                Err(Unusable::Skipped(detail)) => {
+                    out.problems.push(SecretProblem::Invalid { name, detail: detail.clone() })
+                }
+                Err(Unusable::Malformed(detail)) => {
+                    out.problems.push(SecretProblem::Malformed { name, detail: detail.clone() })
+                }
             },
             None => {
                 let elsewhere = view.secret_elsewhere(namespace, &name);

@@ -10,8 +10,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::Value;
 
-use super::Credential;
-
 /// Longer passwords are not looked into: an attacker-written pull secret costs bounded work.
 const MAX_TOKEN: usize = 16 * 1024;
 
@@ -23,9 +21,9 @@ pub struct Expiry {
     pub what: &'static str,
 }
 
-/// The expiry a credential carries, if it carries one.
-pub fn expiry(c: &Credential) -> Option<Expiry> {
-    let token = c.password.trim();
+/// The expiry a credential's password carries, if it carries one ([`Credential::expiry`](super::Credential::expiry) keeps it).
+pub fn of_token(password: &str) -> Option<Expiry> {
+    let token = password.trim();
     if token.is_empty() || token.len() > MAX_TOKEN {
         return None;
     }
@@ -76,24 +74,25 @@ pub fn rfc3339(unix: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Credential;
     use super::*;
 
     fn cred(password: &str) -> Credential {
-        Credential { username: "AWS".into(), password: password.into() }
+        Credential::new("AWS", password)
     }
 
     #[test]
     fn ecr_tokens_and_jwts_say_when_they_end() {
         let ecr =
             STANDARD.encode(r#"{"payload":"p","datakey":"d","version":"2","type":"DATA_KEY","expiration":1795000000}"#);
-        assert_eq!(expiry(&cred(&ecr)), Some(Expiry { at: 1_795_000_000, what: "ECR authorization token" }));
+        assert_eq!(cred(&ecr).expiry(), Some(Expiry { at: 1_795_000_000, what: "ECR authorization token" }));
         let claims = URL_SAFE_NO_PAD.encode(r#"{"sub":"robot$ci","exp":1795000000.0}"#);
         let jwt = format!("eyJhbGciOiJSUzI1NiJ9.{claims}.c2ln");
-        assert_eq!(expiry(&cred(&jwt)).map(|e| e.at), Some(1_795_000_000));
+        assert_eq!(cred(&jwt).expiry().map(|e| e.at), Some(1_795_000_000));
         for plain in ["alice-password", "a.b.c", "", "e30.e30.e30", &STANDARD.encode(r#"{"expiration":1}"#)] {
-            assert_eq!(expiry(&cred(plain)), None, "{plain}");
+            assert_eq!(cred(plain).expiry(), None, "{plain}");
         }
-        assert_eq!(expiry(&cred(&"a".repeat(MAX_TOKEN + 1))), None);
+        assert_eq!(cred(&"a".repeat(MAX_TOKEN + 1)).expiry(), None);
     }
 
     #[test]

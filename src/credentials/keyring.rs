@@ -297,16 +297,11 @@ mod tests {
     use super::*;
 
     fn cfg(entries: &[(&str, &str)]) -> DockerConfig {
-        DockerConfig(
-            entries
-                .iter()
-                .map(|(k, u)| (k.to_string(), Credential { username: u.to_string(), password: "pw".into() }))
-                .collect(),
-        )
+        DockerConfig(entries.iter().map(|(k, u)| (k.to_string(), Credential::new(*u, "pw"))).collect())
     }
 
     fn users(k: &Keyring, image: &str) -> Vec<String> {
-        k.lookup(image).into_iter().map(|c| c.credential.username).collect()
+        k.lookup(image).into_iter().map(|c| c.credential.username().to_string()).collect()
     }
 
     /// Cases from the kubelet's credentialprovider keyring tests.

@@ -17,10 +17,19 @@ pub use dockerconfig::{ConfigError, DOCKER_CFG, DOCKER_CONFIG_JSON, DockerConfig
 pub use keyring::Keyring;
 
 /// A username and password (or token) for one registry. Never printed.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Credential {
-    pub username: String,
-    pub password: String,
+///
+/// A shared handle: the engine copies candidates for every container of every review, and a cloud registry's
+/// token runs to kilobytes. What is derived from the secret — its identity in cache keys, its expiry — is
+/// worked out once per credential, not per lookup (hashing a 2 KB ECR token per lookup was most of a review).
+#[derive(Clone)]
+pub struct Credential(std::sync::Arc<Secret>);
+
+struct Secret {
+    username: String,
+    password: String,
+    /// SHA-256 of the credential, see [`Credential::id`].
+    id: [u8; 32],
+    expiry: std::sync::OnceLock<Option<expiry::Expiry>>,
 }
 
 impl fmt::Debug for Credential {
@@ -29,24 +38,63 @@ impl fmt::Debug for Credential {
     }
 }
 
+impl PartialEq for Credential {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.username == other.0.username && self.0.password == other.0.password)
+    }
+}
+
+impl Eq for Credential {}
+
+impl std::hash::Hash for Credential {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
+}
+
 impl Credential {
-    /// A stable, non-reversible identifier used in cache keys, so one credential's results never answer for
-    /// another's.
-    pub fn fingerprint(&self) -> String {
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
+        let (username, password) = (username.into(), password.into());
         // The username's length first: a NUL may sit in either part, so a separator alone would let two
         // credentials give the same bytes.
-        let mut input = Vec::with_capacity(self.username.len() + self.password.len() + 32);
+        let mut input = Vec::with_capacity(username.len() + password.len() + 32);
         input.extend_from_slice(b"pullguard-credential\0");
-        input.extend_from_slice(&(self.username.len() as u64).to_le_bytes());
-        input.extend_from_slice(self.username.as_bytes());
-        input.extend_from_slice(self.password.as_bytes());
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
+        input.extend_from_slice(&(username.len() as u64).to_le_bytes());
+        input.extend_from_slice(username.as_bytes());
+        input.extend_from_slice(password.as_bytes());
+        let mut id = [0u8; 32];
+        id.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input).as_ref());
+        Self(std::sync::Arc::new(Secret { username, password, id, expiry: std::sync::OnceLock::new() }))
+    }
+
+    pub fn username(&self) -> &str {
+        &self.0.username
+    }
+
+    pub fn password(&self) -> &str {
+        &self.0.password
+    }
+
+    /// A stable, non-reversible identifier of the username and password (SHA-256), for cache keys, so one
+    /// credential's results never answer for another's.
+    pub fn id(&self) -> &[u8; 32] {
+        &self.0.id
+    }
+
+    /// The first 12 bytes of [`id`](Self::id) in hex.
+    pub fn fingerprint(&self) -> String {
         let mut hex = String::with_capacity(24);
-        for b in &digest.as_ref()[..12] {
+        for b in &self.0.id[..12] {
             hex.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
             hex.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
         }
         hex
+    }
+
+    /// When the credential stops working, if it says: read from the token once, on first ask.
+    pub fn expiry(&self) -> Option<expiry::Expiry> {
+        *self.0.expiry.get_or_init(|| expiry::of_token(&self.0.password))
     }
 }
 
@@ -90,7 +138,7 @@ pub struct Candidate {
 impl Candidate {
     /// What may be said about this candidate: where it came from and the key that matched, never the secret.
     pub fn info(&self) -> CandidateInfo {
-        CandidateInfo { source: self.source.clone(), key: self.key.clone(), expires: expiry::expiry(&self.credential) }
+        CandidateInfo { source: self.source.clone(), key: self.key.clone(), expires: self.credential.expiry() }
     }
 }
 
@@ -110,13 +158,13 @@ mod tests {
 
     #[test]
     fn fingerprints_differ_per_credential() {
-        let a = Credential { username: "u".into(), password: "a".into() };
-        let b = Credential { username: "u".into(), password: "b".into() };
+        let a = Credential::new("u", "a");
+        let b = Credential::new("u", "b");
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.fingerprint(), a.clone().fingerprint());
         assert_eq!(a.fingerprint().len(), 24);
         assert!(a.fingerprint().bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-        let split = |u: &str, p: &str| Credential { username: u.into(), password: p.into() }.fingerprint();
+        let split = |u: &str, p: &str| Credential::new(u, p).fingerprint();
         assert_ne!(split("a\0b", "c"), split("a", "b\0c"));
     }
 }

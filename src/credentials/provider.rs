@@ -536,7 +536,7 @@ impl Provider {
         let answer = decode_response(&out, &self.api_version)?;
         // The kubelet refuses a plugin that hands the ServiceAccount token back as the registry password.
         if let Some(pod) = pod
-            && answer.config.0.iter().any(|(_, c)| c.password == pod.token)
+            && answer.config.0.iter().any(|(_, c)| c.password() == pod.token)
         {
             return Err(ProviderFailure::Garbage("it returned the ServiceAccount token as the password".into()));
         }
@@ -590,9 +590,7 @@ fn decode_response(out: &[u8], api_version: &str) -> Result<Answer, ProviderFail
         None => None,
         Some(d) => Some(go_duration(d).ok_or_else(|| garbage("cacheDuration is not a duration"))?),
     };
-    let config = DockerConfig(
-        r.auth.into_iter().map(|(k, a)| (k, Credential { username: a.username, password: a.password })).collect(),
-    );
+    let config = DockerConfig(r.auth.into_iter().map(|(k, a)| (k, Credential::new(a.username, a.password))).collect());
     Ok(Answer { config, key_type, duration })
 }
 

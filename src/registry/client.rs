@@ -117,7 +117,7 @@ type Budget = (u64, u64);
 
 /// Who a pull budget belongs to: `anonymous`, or the credential's username (at most 64 characters).
 fn identity(credential: Option<&Credential>) -> String {
-    credential.map_or_else(|| "anonymous".to_string(), |c| c.username.chars().take(64).collect())
+    credential.map_or_else(|| "anonymous".to_string(), |c| c.username().chars().take(64).collect())
 }
 
 /// Identities kept per process: a tenant's pull secrets choose usernames, and must not grow the metrics
@@ -740,7 +740,7 @@ fn token_key(realm: &str, service: Option<&str>, scope: &str, credential: Option
 }
 
 fn basic_header(c: &Credential) -> HeaderValue {
-    let mut v = HeaderValue::from_str(&format!("Basic {}", B64.encode(format!("{}:{}", c.username, c.password))))
+    let mut v = HeaderValue::from_str(&format!("Basic {}", B64.encode(format!("{}:{}", c.username(), c.password()))))
         .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
     v.set_sensitive(true);
     v
