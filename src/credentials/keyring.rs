@@ -95,8 +95,9 @@ pub(super) fn urls_match(glob: &str, target: &str) -> bool {
     if gp != tp || !target_path.starts_with(glob_path) {
         return false;
     }
-    let (gl, tl): (Vec<&str>, Vec<&str>) = (gh.split('.').collect(), th.split('.').collect());
-    gl.len() == tl.len() && gl.iter().zip(&tl).all(|(g, t)| glob_match(g.as_bytes(), t.as_bytes()))
+    // Label by label, without collecting them: this runs for every key against every image of every review.
+    gh.split('.').count() == th.split('.').count()
+        && gh.split('.').zip(th.split('.')).all(|(g, t)| glob_match(g.as_bytes(), t.as_bytes()))
 }
 
 /// Go's `net.SplitHostPort`, with the kubelet's fallback (`SplitURL`): when it fails, the whole string is the
@@ -131,6 +132,10 @@ fn split_host_port(hostport: &str) -> (&str, &str) {
 /// the matcher never backtracks into an earlier star: time is O(pattern × label), whatever the stars. (A
 /// backtracking matcher took exponential time on `*a*a*a*a*a*a*a*a*a*a*a*a*b` against 60 `a`s.)
 fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    // Without `*`, `?`, `[` or `\\` every chunk is literal and no pattern is malformed: Match is equality.
+    if !pattern.iter().any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\')) {
+        return pattern == name;
+    }
     let (Ok(pattern), Ok(name)) = (std::str::from_utf8(pattern), std::str::from_utf8(name)) else {
         return false;
     };
