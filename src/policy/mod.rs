@@ -681,7 +681,7 @@ fn found(e: &Evaluation, r: &Reference, facts: &Facts, used: Option<usize>, sett
     let mut msg = String::with_capacity(256);
     let _ = write!(msg, "{r} resolves to {}", facts.digest);
     if let Some(i) = used {
-        let _ = write!(msg, " with {}", describe_candidate(&e.candidates[i]));
+        let _ = write!(msg, " with {}", Described(&e.candidates[i]));
     }
     if let Some(host) = &e.served_by {
         let _ = write!(msg, " from {host}");
@@ -990,12 +990,22 @@ fn secret_problem_text(p: &SecretProblem, ns: &str, sa: Option<&str>) -> (Reason
 }
 
 fn describe_candidate(c: &CandidateInfo) -> String {
-    match (&c.source, c.source.secret_name()) {
-        (_, Some(s)) => format!("secret {s} (key {})", c.key),
-        (crate::credentials::Source::Provider { name }, None) => {
-            format!("credential provider {name} (key {})", c.key)
+    Described(c).to_string()
+}
+
+/// How a message names a candidate, written straight into the message (the allow message names one for every
+/// container with a credential).
+struct Described<'a>(&'a CandidateInfo);
+
+impl std::fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::credentials::Source;
+        let key = &self.0.key;
+        match &self.0.source {
+            Source::Secret { namespace, name } => write!(f, "secret {namespace}/{name} (key {key})"),
+            Source::Provider { name } => write!(f, "credential provider {name} (key {key})"),
+            Source::Node => write!(f, "node credentials (key {key})"),
         }
-        _ => format!("node credentials (key {})", c.key),
     }
 }
 
