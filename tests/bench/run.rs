@@ -53,6 +53,11 @@ fn cpus() -> (String, String) {
     (server, load)
 }
 
+/// Microseconds of user and system CPU per request between two readings of [`support::cpu_times`].
+fn cpu_per(before: (f64, f64), after: (f64, f64), requests: f64) -> (f64, f64) {
+    ((after.0 - before.0) / requests * 1e6, (after.1 - before.1) / requests * 1e6)
+}
+
 /// Runs oha, pinned to the load generator's CPUs, and returns its JSON report.
 fn oha(url: &str, body: Option<&Path>, args: &[&str]) -> Value {
     let ca = support::fixtures().join("pki/ca.pem");
@@ -112,13 +117,14 @@ async fn bench_webhook(env: &Env) {
         for &rate in &rates {
             let rate_s = rate.to_string();
             let args = fixed_rate(&rate_s, &extra);
-            let cpu = support::cpu_seconds(wh.pid());
+            let cpu = support::cpu_times(wh.pid());
             let r = oha(&url, Some(&body), &args);
             let total = r["statusCodeDistribution"]["200"].as_f64().unwrap_or(1.0);
-            let cpu_us = (support::cpu_seconds(wh.pid()) - cpu) / total * 1e6;
+            let (user_us, system_us) = cpu_per(cpu, support::cpu_times(wh.pid()), total);
             let p = &r["latencyPercentiles"];
             let row = json!({"protocol": proto, "offered_rps": rate, "achieved_rps": r["summary"]["requestsPerSec"],
-                "server_cpu_us_per_review": cpu_us,
+                "server_cpu_us_per_review": user_us + system_us, "server_user_us": user_us,
+                "server_system_us": system_us,
                 "success_rate": r["summary"]["successRate"], "p50_ms": ms(&p["p50"]), "p99_ms": ms(&p["p99"]),
                 "p99_9_ms": ms(&p["p99.9"]), "max_ms": ms(&r["summary"]["slowest"]),
                 "status": r["statusCodeDistribution"]});
@@ -142,14 +148,15 @@ async fn bench_webhook(env: &Env) {
     for (proto, extra) in protocols() {
         for &rate in &rates {
             let rate_s = rate.to_string();
-            let cpu = support::cpu_seconds(wh.pid());
+            let cpu = support::cpu_times(wh.pid());
             let r = oha(&health, None, &fixed_rate(&rate_s, &extra));
             let total = r["statusCodeDistribution"]["200"].as_f64().unwrap_or(1.0);
-            let cpu_us = (support::cpu_seconds(wh.pid()) - cpu) / total * 1e6;
+            let (user_us, system_us) = cpu_per(cpu, support::cpu_times(wh.pid()), total);
             let p = &r["latencyPercentiles"];
             // Its CPU per request is the floor of TLS, HTTP and the kernel's loopback under a review's.
             let row = json!({"protocol": proto, "endpoint": "/healthz (control)", "offered_rps": rate,
-                "achieved_rps": r["summary"]["requestsPerSec"], "server_cpu_us_per_request": cpu_us,
+                "achieved_rps": r["summary"]["requestsPerSec"], "server_cpu_us_per_request": user_us + system_us,
+                "server_user_us": user_us, "server_system_us": system_us,
                 "p50_ms": ms(&p["p50"]), "p99_ms": ms(&p["p99"]),
                 "p99_9_ms": ms(&p["p99.9"]), "max_ms": ms(&r["summary"]["slowest"])});
             println!("control /healthz {proto} {rate}/s: {row}");

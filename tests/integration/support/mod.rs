@@ -235,9 +235,15 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// CPU seconds (user + system) a process has used, from /proc/PID/stat (clock ticks of 1/100 s).
 pub fn cpu_seconds(pid: u32) -> f64 {
+    let (user, system) = cpu_times(pid);
+    user + system
+}
+
+/// CPU seconds a process has spent in user space and in the kernel.
+pub fn cpu_times(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // After the command name: state is field 0, utime field 11, stime field 12.
     let f: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
     let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
+    (t(11) / 100.0, t(12) / 100.0)
 }
