@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -112,7 +112,7 @@ pub async fn stamp_arrival(mut req: axum::extract::Request, next: axum::middlewa
 
 async fn validate<R: Registry>(
     State(state): State<Arc<AppState<R>>>,
-    Query(query): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
     arrival: Option<axum::Extension<Arrival>>,
     body: Bytes,
 ) -> Response {
@@ -130,7 +130,9 @@ async fn validate<R: Registry>(
                 .into_response();
         }
     };
-    let timeout = query.get("timeout").and_then(|t| parse_go_duration(t)).unwrap_or(state.settings.default_timeout);
+    let timeout = query_value(uri.query().unwrap_or_default(), "timeout")
+        .and_then(|t| parse_go_duration(&t))
+        .unwrap_or(state.settings.default_timeout);
     let deadline = started + timeout.saturating_sub(state.settings.deadline_margin);
     let response = match tokio::time::timeout_at(deadline, state.slots.clone().acquire_owned()).await {
         Ok(Ok(_slot)) => review_request(&state, &request, deadline).await,
@@ -496,6 +498,33 @@ pub fn changed_containers(new: &Workload, old: &Workload) -> HashSet<(ContainerT
 }
 
 /// Go's `time.Duration` strings as the API server writes them in `?timeout=`: `10s`, `30s`, `1m0s`, `500ms`.
+/// The last value of `key` in a URL query, form-decoded (`+` is a space, `%XX` a byte). The API server sends
+/// `?timeout=10s`; reading it by hand spares every review axum's `Query` map and its path-tracking decoder.
+fn query_value<'q>(query: &'q str, key: &str) -> Option<std::borrow::Cow<'q, str>> {
+    let raw = query.split('&').rev().find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == key))?.1;
+    if !raw.contains(['%', '+']) {
+        return Some(raw.into());
+    }
+    let (mut out, bytes) = (Vec::with_capacity(raw.len()), raw.as_bytes());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Some(String::from_utf8_lossy(&out).into_owned().into())
+}
+
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
     let mut total = Duration::ZERO;
     let mut rest = s.trim();
@@ -527,6 +556,27 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+
+    /// What axum's `Query` read before: form decoding, the last of repeated keys.
+    #[test]
+    fn query_values_read_like_a_form() {
+        let cases = [
+            ("timeout=10s", Some("10s")),
+            ("a=1&timeout=5s&timeout=2s", Some("2s")),
+            ("timeout=1%C2%B5s", Some("1µs")),
+            ("timeout=1+s", Some("1 s")),
+            ("timeout=%zz%4", Some("%zz%4")),
+            ("timeouts=1s&xtimeout=2s", None),
+            ("", None),
+        ];
+        for (query, want) in cases {
+            assert_eq!(query_value(query, "timeout").as_deref(), want, "{query}");
+        }
+        assert_eq!(
+            query_value("timeout=1%C2%B5s", "timeout").and_then(|t| parse_go_duration(&t)),
+            Some(Duration::from_micros(1))
+        );
+    }
 
     #[test]
     fn go_durations() {
