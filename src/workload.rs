@@ -349,7 +349,7 @@ impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
         let mut head = Head::default();
         let mut seen = [false; 4];
         let mut spec = Spec::None;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(Key(key)) = map.next_key()? {
             let Some(i) = ["apiVersion", "kind", "metadata", "spec"].iter().position(|k| *k == key) else {
                 map.next_value::<serde::de::IgnoredAny>()?;
                 continue;
@@ -436,7 +436,7 @@ impl<'de> serde::de::Visitor<'de> for Level<'_> {
         let count_here = down.count.and_then(|(field, levels)| (levels == 0).then_some(field));
         let below = Down { rest, count: down.count.and_then(|(f, levels)| levels.checked_sub(1).map(|l| (f, l))) };
         let (mut pod, mut seen_key, mut seen_count) = (None, false, false);
-        while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(Key(k)) = map.next_key()? {
             if k == key && !seen_key {
                 seen_key = true;
                 pod = map.next_value_seed(below.counting(count))?;
@@ -448,6 +448,28 @@ impl<'de> serde::de::Visitor<'de> for Level<'_> {
             }
         }
         Ok(pod)
+    }
+}
+
+/// An object's key, borrowed from the text unless it holds an escape (serde's own `Cow<str>` always copies).
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(v.to_owned().into()))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -786,6 +808,9 @@ mod tests {
             let kind_first = obj.to_string();
             assert_eq!(seen(Workload::from_json(&spec_first, "d")), seen(Workload::from_json(&kind_first, "d")));
         }
+        // A key written with an escape is the same key.
+        let escaped = r#"{"kind":"Pod","\u0073pec":{"containers":[{"name":"a","image":"x"}]}}"#;
+        assert_eq!(Workload::from_json(escaped, "d").unwrap().unwrap().containers()[0].image, Some("x"));
         // Errors name the field inside the object, wherever it was found.
         let bad = r#"{"spec":{"template":{"spec":{"containers":[{"name":"a","image":1}]}}},"kind":"Job"}"#;
         let err = Workload::from_json(bad, "d").unwrap_err().to_string();
