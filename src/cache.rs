@@ -43,22 +43,22 @@ pub struct Facts {
 struct ResolveKey(u128);
 
 impl ResolveKey {
-    /// One SHA-256 over the reference's parts, each ended by a NUL (a reference holds none), then the
-    /// credential's own SHA-256 ([`Credential::id`], worked out once per credential): at most two blocks
-    /// whatever the token's size, in one buffer and one digest call (a digest context fed part by part cost
-    /// more than the copy).
+    /// One SHA-256 over the reference's parts, each ended by a NUL (a reference holds none), then a marker
+    /// byte and, for a credential, the first 16 bytes of its own SHA-256 ([`Credential::id`], worked out once
+    /// per credential; as many bits as the key keeps). A usual reference and a credential fit one SHA-256 block
+    /// (55 bytes), whatever the token's size.
     fn new(r: &Reference, credential: Option<&Credential>) -> Self {
         let parts = [r.domain.as_str(), r.path.as_str(), r.manifest_reference()];
-        let mut input = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 48);
+        let mut input = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 17);
         for part in parts {
             input.extend_from_slice(part.as_bytes());
             input.push(0);
         }
         match credential {
-            None => input.extend_from_slice(b"anonymous"),
+            None => input.push(b'a'),
             Some(c) => {
-                input.extend_from_slice(b"credential\0");
-                input.extend_from_slice(c.id());
+                input.push(b'c');
+                input.extend_from_slice(&c.id()[..16]);
             }
         }
         let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
