@@ -176,7 +176,22 @@ async fn validate<R: Registry>(
     } else {
         decision!(debug);
     }
-    axum::Json(response.response.into_review()).into_response()
+    json_response(&response.response.into_review())
+}
+
+/// A JSON body, serialized into a buffer sized for the usual review response: axum's `Json` writes through a
+/// growing `BytesMut` writer, a copy and a capacity check per fragment, several regrowths per response.
+fn json_response(value: &impl serde::Serialize) -> Response {
+    let mut body = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => {
+            ([(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"))], body)
+                .into_response()
+        }
+        Err(e) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("pullguard: cannot write the response: {e}\n")).into_response()
+        }
+    }
 }
 
 /// The metrics label of an operation, without formatting one per review.

@@ -156,6 +156,8 @@ impl Webhook {
             .await
             .unwrap_or_else(|e| panic!("{e:?}\n{}", self.logs()));
         assert_eq!(resp.status(), 200);
+        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok());
+        assert_eq!(content_type, Some("application/json"), "the API server decodes the response by its type");
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["kind"], "AdmissionReview");
         assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
