@@ -268,19 +268,14 @@ impl Head {
     fn finish(
         self,
         spec_path: &'static str,
-        spec: Result<Option<PodSpec>, SpecError>,
+        spec: Option<PodSpec>,
         pods: Option<u32>,
         default_namespace: &str,
-    ) -> Result<Workload, WorkloadError> {
+    ) -> Workload {
         let kind = self.kind.unwrap_or_default();
         let meta = self.metadata;
         let controller = meta.as_ref().and_then(Meta::controller);
         let name = meta.as_ref().and_then(|m| m.name.clone().or_else(|| m.generate_name.clone())).unwrap_or_default();
-        let spec = spec.map_err(|(inner, source)| {
-            let path =
-                if inner == "." || inner.is_empty() { spec_path.to_string() } else { format!("{spec_path}.{inner}") };
-            WorkloadError::Spec { kind: kind.clone(), name: name.clone(), path, source }
-        })?;
         let namespace =
             meta.and_then(|m| m.namespace).filter(|n| !n.is_empty()).unwrap_or_else(|| default_namespace.to_string());
         let object = ObjectRef {
@@ -291,7 +286,16 @@ impl Head {
             file: None,
             document: None,
         };
-        Ok(Workload { object, spec: spec.unwrap_or_default(), spec_path, controller, pods })
+        Workload { object, spec: spec.unwrap_or_default(), spec_path, controller, pods }
+    }
+
+    /// Why the pod spec at `spec_path` could not be read (`inner`: the path inside it, empty or `.` for itself).
+    fn spec_error(&self, spec_path: &str, (inner, source): SpecError) -> WorkloadError {
+        let meta = self.metadata.as_ref();
+        let name = meta.and_then(|m| m.name.clone().or_else(|| m.generate_name.clone())).unwrap_or_default();
+        let path =
+            if inner == "." || inner.is_empty() { spec_path.to_string() } else { format!("{spec_path}.{inner}") };
+        WorkloadError::Spec { kind: self.kind.clone().unwrap_or_default(), name, path, source }
     }
 }
 
@@ -515,6 +519,41 @@ impl<'de> Deserialize<'de> for Lenient {
     }
 }
 
+/// An object read in one pass (`ObjectVisitor`): its top level and, for a kind with pods, its pod spec and
+/// pod count. Read as part of a larger document (an admission review), it spares a scan of the object's text
+/// to borrow it first. Reading fails where the object cannot be read; [`Workload::from_json`] then says why.
+pub struct ReadObject {
+    head: Head,
+    /// The pod spec (`None` where the path to it ends early) and the pod count; `None` for kinds without pods.
+    pod: Option<(Option<PodSpec>, Option<i64>)>,
+}
+
+impl<'de> Deserialize<'de> for ReadObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Found { head, spec } = d.deserialize_map(ObjectVisitor)?;
+        let pod = match (spec, Down::of_kind(head.kind.as_deref().unwrap_or_default())) {
+            (_, None) => None,
+            (Spec::Text(text), Some(down)) => Some(
+                read_spec_text(&mut serde_json::Deserializer::from_str(text.get()), down)
+                    .map_err(serde::de::Error::custom)?,
+            ),
+            (Spec::Read(pod, count), Some(_)) => Some((pod, count)),
+            (Spec::None, Some(_)) => Some((None, None)),
+        };
+        Ok(Self { head, pod })
+    }
+}
+
+impl ReadObject {
+    /// The workload; `None` for kinds that run no containers.
+    pub fn into_workload(self, default_namespace: &str) -> Option<Workload> {
+        let (pod, count) = self.pod?;
+        let kind = self.head.kind.as_deref().unwrap_or_default();
+        let (spec_path, pods) = (pod_spec_path(kind).unwrap_or_default(), pods(kind, count));
+        Some(self.head.finish(spec_path, pod, pods, default_namespace))
+    }
+}
+
 /// The pod spec of a `spec` kept as text (it came before the `kind`), read as [`ObjectVisitor`] reads it.
 fn read_spec_text<'de, D: serde::Deserializer<'de>>(
     d: D,
@@ -558,34 +597,16 @@ impl Workload {
             holder.get(field).and_then(Value::as_i64)
         });
         let pods = pods(kind, count);
-        head.finish(spec_path, spec, pods, default_namespace).map(Some)
+        let spec = spec.map_err(|e| head.spec_error(spec_path, e))?;
+        Ok(Some(head.finish(spec_path, spec, pods, default_namespace)))
     }
 
     /// [`from_object`](Self::from_object) straight from JSON text, as an admission review carries the object, in
-    /// one pass (see [`ObjectVisitor`]). Reading the top level, then each level down to the pod spec, each from
+    /// one pass (see [`ReadObject`]). Reading the top level, then each level down to the pod spec, each from
     /// the text of the one above, scanned the object four times: a sixth of a warm review's instructions.
     pub fn from_json(raw: &str, default_namespace: &str) -> Result<Option<Self>, WorkloadError> {
-        let read = |raw| -> Result<_, serde_json::Error> {
-            let Found { head, spec } =
-                serde::Deserializer::deserialize_map(&mut serde_json::Deserializer::from_str(raw), ObjectVisitor)?;
-            let kind = head.kind.as_deref().unwrap_or_default();
-            let (pod, count) = match (spec, Down::of_kind(kind)) {
-                (_, None) => return Ok(None),
-                (Spec::Text(text), Some(down)) => {
-                    read_spec_text(&mut serde_json::Deserializer::from_str(text.get()), down)?
-                }
-                (Spec::Read(pod, count), Some(_)) => (pod, count),
-                (Spec::None, Some(_)) => (None, None),
-            };
-            Ok(Some((head, pod, count)))
-        };
-        match read(raw) {
-            Ok(None) => Ok(None),
-            Ok(Some((head, pod, count))) => {
-                let kind = head.kind.as_deref().unwrap_or_default();
-                let (spec_path, pods) = (pod_spec_path(kind).unwrap_or_default(), pods(kind, count));
-                head.finish(spec_path, Ok(pod), pods, default_namespace).map(Some)
-            }
+        match serde_json::from_str::<ReadObject>(raw) {
+            Ok(read) => Ok(read.into_workload(default_namespace)),
             Err(e) => Err(explain(raw, e)),
         }
     }

@@ -222,7 +222,7 @@ pub struct Reviewed {
 }
 
 /// Decides one admission request.
-pub async fn review_request<R: Registry>(state: &AppState<R>, request: &Request<'_>, deadline: Instant) -> Reviewed {
+pub async fn review_request<R: Registry>(state: &AppState<R>, request: &Request, deadline: Instant) -> Reviewed {
     let skip = |why: &str| {
         let mut response = request.response();
         response.audit_annotations.insert("skipped".into(), why.into());
@@ -239,10 +239,10 @@ pub async fn review_request<R: Registry>(state: &AppState<R>, request: &Request<
         Some(mode) => mode,
         None => return skip("namespace mode off"),
     };
-    let Some(object) = request.object else {
+    let Some(object) = &request.object else {
         return skip("no object");
     };
-    let workload = match Workload::from_json(object.get(), &namespace) {
+    let workload = match object {
         Ok(Some(w)) => w,
         Ok(None) => return skip("kind has no pod template"),
         Err(e) => {
@@ -252,15 +252,12 @@ pub async fn review_request<R: Registry>(state: &AppState<R>, request: &Request<
         }
     };
     if !state.settings.check_controlled_pods
-        && created_by_controller(request.user_info.username.as_deref().unwrap_or_default(), &workload)
+        && created_by_controller(request.user_info.username.as_deref().unwrap_or_default(), workload)
     {
         return skip("created by a controller from a template checked with its owner");
     }
-    let selected: Option<HashSet<(ContainerType, String)>> = match (&request.operation, request.old_object) {
-        (Operation::Update, Some(old)) => {
-            let old = Workload::from_json(old.get(), &namespace).ok().flatten();
-            old.map(|old| changed_containers(&workload, &old))
-        }
+    let selected: Option<HashSet<(ContainerType, String)>> = match (&request.operation, &request.old_object) {
+        (Operation::Update, Some(Ok(Some(old)))) => Some(changed_containers(workload, old)),
         _ => None,
     };
     if selected.as_ref().is_some_and(HashSet::is_empty) {
@@ -270,9 +267,9 @@ pub async fn review_request<R: Registry>(state: &AppState<R>, request: &Request<
     let nodes = state.cluster.node_inventory();
     let mut results = state
         .engine
-        .check_containers(&workload, state.cluster.as_ref(), nodes.as_deref(), Some(deadline), &select, mode)
+        .check_containers(workload, state.cluster.as_ref(), nodes.as_deref(), Some(deadline), &select, mode)
         .await;
-    if let Some(ask) = needs_confirmation(state.cluster.as_ref(), &workload, &results) {
+    if let Some(ask) = needs_confirmation(state.cluster.as_ref(), workload, &results) {
         let live = tokio::time::timeout_at(deadline, state.cluster.confirm(&ask)).await;
         match live {
             Ok(Ok(confirmed)) if confirmed.differs_from(state.cluster.as_ref(), &ask) => {
@@ -287,7 +284,7 @@ pub async fn review_request<R: Registry>(state: &AppState<R>, request: &Request<
                     ConfirmedView { store: state.cluster.as_ref(), confirmed: &confirmed, namespace: &namespace };
                 results = state
                     .engine
-                    .check_containers(&workload, &view, nodes.as_deref(), Some(deadline), &select, mode)
+                    .check_containers(workload, &view, nodes.as_deref(), Some(deadline), &select, mode)
                     .await;
             }
             Ok(Ok(_)) => {}
@@ -302,7 +299,7 @@ pub async fn review_request<R: Registry>(state: &AppState<R>, request: &Request<
             .get_or_create(&ReasonLabels { verdict: r.verdict.to_string(), reason: r.reason.to_string() })
             .inc();
     }
-    respond(request, &workload, results)
+    respond(request, workload, results)
 }
 
 /// The mode a namespace label asks for; `None` for `off`.

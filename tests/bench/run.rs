@@ -235,10 +235,9 @@ fn callgrind_costs(file: &Path, inclusive: bool) -> (u64, std::collections::Hash
 }
 
 /// The parts of a review named in the profile summary: (label, function, inclusive).
-const REVIEW_PARTS: [(&str, &str); 7] = [
+const REVIEW_PARTS: [(&str, &str); 6] = [
     ("the review handler (body to response)", "pullguard::admission::validate::{{closure}}"),
-    ("  read the AdmissionReview", "pullguard::admission::wire::Request::parse"),
-    ("  read the workload", "pullguard::workload::Workload::from_json"),
+    ("  read the AdmissionReview and its workload", "pullguard::admission::wire::Request::parse"),
     ("  engine: 3 containers", "pullguard::engine::Engine<R>::check_containers::{{closure}}"),
     ("    cached lookups", "pullguard::engine::Engine<R>::lookup::{{closure}}"),
     ("    policy decisions and messages", "pullguard::policy::decide"),
