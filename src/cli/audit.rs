@@ -227,7 +227,7 @@ async fn list_secrets(client: &Client, scope: Option<&str>) -> kube::Result<Vec<
         if !seen.contains(&(m.metadata.namespace.clone(), m.metadata.name.clone())) {
             out.push(
                 json!({"kind": "Secret", "metadata": {"name": m.metadata.name, "namespace": m.metadata.namespace},
-                "type": not_a_pull_secret().type_}),
+                "type": not_a_pull_secret().type_()}),
             );
         }
     }

@@ -101,7 +101,10 @@ impl Confirmed {
                 .is_some_and(|(name, live)| *live != store.service_account_pull_secrets(ns, name))
             || self.secrets.iter().any(|(name, live)| {
                 let stored = store.secret(ns, name);
-                live.as_ref().map(|s| (&s.type_, &s.data)) != stored.as_ref().map(|s| (&s.type_, &s.data))
+                match (live, &stored) {
+                    (Some(live), Some(stored)) => !live.same_content(stored),
+                    (live, stored) => live.is_some() != stored.is_some(),
+                }
             })
     }
 }

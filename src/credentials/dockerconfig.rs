@@ -89,13 +89,14 @@ fn json_error(e: serde_json::Error) -> ConfigError {
 /// A pull secret as the engine sees it: type and decoded data, and what its dockerconfig reads as — worked
 /// out once per secret, on first use, not once per review (decoding a pull secret's base64 and JSON for every
 /// review was a fifth of a review that carries one).
+/// Its fields are private so that what was parsed always matches what it holds.
 #[derive(Clone, Default)]
 pub struct SecretData {
-    pub type_: String,
-    pub data: BTreeMap<String, Vec<u8>>,
+    type_: String,
+    data: BTreeMap<String, Vec<u8>>,
     /// Why the object could not be read at all (e.g. a data value that is not base64). Such a secret exists, so
     /// a pod that names it hears that it cannot be used, not that it is missing.
-    pub unreadable: Option<String>,
+    unreadable: Option<String>,
     parsed: std::sync::OnceLock<Result<DockerConfig, Unusable>>,
 }
 
@@ -125,6 +126,16 @@ pub enum Unusable {
 impl SecretData {
     pub fn new(type_: String, data: BTreeMap<String, Vec<u8>>, unreadable: Option<String>) -> Self {
         Self { type_, data, unreadable, parsed: std::sync::OnceLock::new() }
+    }
+
+    /// The Secret's type.
+    pub fn type_(&self) -> &str {
+        &self.type_
+    }
+
+    /// Whether two readings hold the same type and data.
+    pub fn same_content(&self, other: &SecretData) -> bool {
+        self.type_ == other.type_ && self.data == other.data
     }
 
     /// The dockerconfig inside a pull secret, or why it cannot be used; read on first ask and kept.
