@@ -277,20 +277,24 @@ impl<R: Registry> CachedRegistry<R> {
             self.count(false);
             return known.clone().map(|platforms| Facts { digest, platforms });
         }
-        let ckey = ContentKey { registry: reference.domain.clone(), repository: reference.path.clone(), digest };
+        let ckey = ContentKey {
+            registry: reference.domain.clone(),
+            repository: reference.path.clone(),
+            digest: digest.clone(),
+        };
         // Facts about immutable content are kept; failures to fetch it are not.
         let keep = |v: &ContentValue| matches!(v, Ok(_) | Err(Failure::NoRunnablePlatform));
         let platforms = self
-            .fill_through(&self.contents, &self.fetching, ckey.clone(), keep, || {
+            .fill_through(&self.contents, &self.fetching, ckey, keep, || {
                 let (inner, r, c, digest) =
-                    (self.inner.clone(), reference.clone(), credential.cloned(), ckey.digest.clone());
+                    (self.inner.clone(), reference.clone(), credential.cloned(), digest.clone());
                 self.bounded(async move { inner.platforms(&r, &digest, c.as_ref()).await.map(Arc::new) })
             })
             .await;
         if keep(&platforms) {
             let _ = entry.platforms.set(platforms.clone());
         }
-        Ok(Facts { digest: ckey.digest, platforms: platforms? })
+        Ok(Facts { digest, platforms: platforms? })
     }
 
     /// The cached value for `key`; else the lookup running for it, joined; else a new lookup (`make` builds it,

@@ -272,10 +272,10 @@ impl Head {
         pods: Option<u32>,
         default_namespace: &str,
     ) -> Workload {
+        let name = self.name();
         let kind = self.kind.unwrap_or_default();
         let meta = self.metadata;
         let controller = meta.as_ref().and_then(Meta::controller);
-        let name = meta.as_ref().and_then(|m| m.name.clone().or_else(|| m.generate_name.clone())).unwrap_or_default();
         let namespace =
             meta.and_then(|m| m.namespace).filter(|n| !n.is_empty()).unwrap_or_else(|| default_namespace.to_string());
         let object = ObjectRef {
@@ -289,13 +289,22 @@ impl Head {
         Workload { object, spec: spec.unwrap_or_default(), spec_path, controller, pods }
     }
 
+    /// The object's name, or its `generateName`.
+    fn name(&self) -> String {
+        let meta = self.metadata.as_ref();
+        meta.and_then(|m| m.name.clone().or_else(|| m.generate_name.clone())).unwrap_or_default()
+    }
+
+    /// Why the field at `path` of this object could not be read.
+    fn error(&self, path: String, source: serde_json::Error) -> WorkloadError {
+        WorkloadError::Spec { kind: self.kind.clone().unwrap_or_default(), name: self.name(), path, source }
+    }
+
     /// Why the pod spec at `spec_path` could not be read (`inner`: the path inside it, empty or `.` for itself).
     fn spec_error(&self, spec_path: &str, (inner, source): SpecError) -> WorkloadError {
-        let meta = self.metadata.as_ref();
-        let name = meta.and_then(|m| m.name.clone().or_else(|| m.generate_name.clone())).unwrap_or_default();
         let path =
             if inner == "." || inner.is_empty() { spec_path.to_string() } else { format!("{spec_path}.{inner}") };
-        WorkloadError::Spec { kind: self.kind.clone().unwrap_or_default(), name, path, source }
+        self.error(path, source)
     }
 }
 
@@ -353,13 +362,14 @@ impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
         let mut head = Head::default();
         let mut seen = [false; 4];
         let mut spec = Spec::None;
+        const FIELDS: [&str; 4] = ["apiVersion", "kind", "metadata", "spec"];
         while let Some(Key(key)) = map.next_key()? {
-            let Some(i) = ["apiVersion", "kind", "metadata", "spec"].iter().position(|k| *k == key) else {
+            let Some(i) = FIELDS.iter().position(|k| *k == key) else {
                 map.next_value::<serde::de::IgnoredAny>()?;
                 continue;
             };
             if std::mem::replace(&mut seen[i], true) {
-                return Err(A::Error::duplicate_field(["apiVersion", "kind", "metadata", "spec"][i]));
+                return Err(A::Error::duplicate_field(FIELDS[i]));
             }
             match i {
                 0 => head.api_version = map.next_value()?,
@@ -668,10 +678,8 @@ fn explain(raw: &str, first: serde_json::Error) -> WorkloadError {
         }
         Ok(_) => (".".to_string(), first),
     };
-    // The object's name, unless the error is in what names it.
-    let head: Head = serde_json::from_str(raw).unwrap_or_default();
-    let name = head.metadata.and_then(|m| m.name.or(m.generate_name)).unwrap_or_default();
-    WorkloadError::Spec { kind: head.kind.unwrap_or_default(), name, path, source: without_position(source) }
+    // The object's kind and name, unless the error is in what names it.
+    serde_json::from_str::<Head>(raw).unwrap_or_default().error(path, without_position(source))
 }
 
 /// `{spec_path}.{list}[{i}]{rest}`, in one allocation: built for every container of every review.
