@@ -247,7 +247,9 @@ const REVIEW_PARTS: [(&str, &str); 6] = [
 /// Where a warm review's CPU goes, in instructions rather than time (stable on a noisy machine): the server
 /// runs under callgrind, instrumented only around `PROFILED` reviews and then as many `/healthz` requests
 /// (the control), each batch dumped on its own, over one keep-alive connection so that one TLS handshake is
-/// all the batch carries. Callgrind counts user space only: the kernel's TCP work is not in these figures.
+/// all the batch carries; then the review with a large pull-secret token, and the review and the control
+/// again over HTTP/2 (the API server's protocol), one stream at a time. Callgrind counts user space only: the
+/// kernel's TCP work is not in these figures.
 async fn bench_profile(env: &Env) {
     const PROFILED: u64 = 2000;
     let api = cluster().await;
@@ -281,34 +283,40 @@ async fn bench_profile(env: &Env) {
     let pid = wh.pid();
     callgrind_control(pid, &["--instr=on"]);
     let mut dumps = vec![];
+    let (h1, h2): (&[&str], &[&str]) = (&[], &["--http2", "-p", "1"]);
     let runs = [
-        ("review", wh.url("10s"), Some(body.as_path())),
-        ("healthz", health, None),
-        ("review-with-secret", wh.url("10s"), Some(secret_body.as_path())),
+        ("review", wh.url("10s"), Some(body.as_path()), h1),
+        ("healthz", health.clone(), None, h1),
+        ("review-with-secret", wh.url("10s"), Some(secret_body.as_path()), h1),
+        ("review-http2", wh.url("10s"), Some(body.as_path()), h2),
+        ("healthz-http2", health, None, h2),
     ];
-    for (what, url, body) in runs {
+    let batches = runs.len();
+    for (what, url, body, protocol) in runs {
         // A first pass after instrumenting, so that the measured one meets translated code.
-        oha(&url, body, &["-n", "200", "-c", "1"]);
+        oha(&url, body, &[&["-n", "200", "-c", "1"], protocol].concat());
         callgrind_control(pid, &["--zero"]);
-        let r = oha(&url, body, &["-n", &n, "-c", "1"]);
+        let r = oha(&url, body, &[&["-n", n.as_str(), "-c", "1"], protocol].concat());
         assert_eq!(r["statusCodeDistribution"]["200"].as_u64(), Some(PROFILED), "{r}");
         callgrind_control(pid, &["--dump"]);
         dumps.push(what);
     }
     drop(wh);
     let dump = |i: usize| env.dir.path().join(format!("callgrind.out.{}", i + 1));
-    assert!(dump(2).exists(), "callgrind wrote no third dump in {}", env.dir.path().display());
+    assert!(dump(batches - 1).exists(), "callgrind wrote too few dumps in {}", env.dir.path().display());
     // Kept for a closer look (`callgrind_annotate --tree=calling`, kcachegrind).
     let kept = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-profile");
     std::fs::create_dir_all(&kept).unwrap();
     for (i, what) in dumps.iter().enumerate() {
         std::fs::copy(dump(i), kept.join(format!("callgrind.{what}.out"))).unwrap();
     }
-    println!("callgrind data: {}/callgrind.{{review,healthz}}.out", kept.display());
+    println!("callgrind data: {}/callgrind.{{{}}}.out", kept.display(), dumps.join(","));
     let (review_total, inclusive) = callgrind_costs(&dump(0), true);
     let (_, own) = callgrind_costs(&dump(0), false);
     let (control_total, _) = callgrind_costs(&dump(1), true);
     let (secret_total, _) = callgrind_costs(&dump(2), true);
+    let (h2_total, h2_inclusive) = callgrind_costs(&dump(3), true);
+    let (h2_control_total, _) = callgrind_costs(&dump(4), true);
     let per = |v: u64| v as f64 / PROFILED as f64;
     println!(
         "profile: {:.0} instructions per warm review in user space, {:.0} per /healthz (the control); {:.0} per \
@@ -317,11 +325,19 @@ async fn bench_profile(env: &Env) {
         per(control_total),
         per(secret_total)
     );
+    println!(
+        "  over HTTP/2 (one stream at a time): {:.0} per warm review, {:.0} per /healthz",
+        per(h2_total),
+        per(h2_control_total)
+    );
     let mut parts = vec![];
+    println!("  {:<40} {:>9}  {:>9}", "part (inclusive)", "HTTP/1.1", "HTTP/2");
     for (label, function) in REVIEW_PARTS {
         let v = per(inclusive.get(function).copied().unwrap_or(0));
-        println!("  {label:<40} {v:>9.0}  ({:.0} %)", 100.0 * v / per(review_total));
-        parts.push(json!({"part": label.trim(), "function": function, "instructions_per_review": v}));
+        let v2 = per(h2_inclusive.get(function).copied().unwrap_or(0));
+        println!("  {label:<40} {v:>9.0}  {v2:>9.0}  ({:.0} %)", 100.0 * v / per(review_total));
+        parts.push(json!({"part": label.trim(), "function": function, "instructions_per_review": v,
+            "instructions_per_review_http2": v2}));
     }
     let mut top: Vec<(&String, &u64)> = own.iter().collect();
     top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
@@ -333,10 +349,11 @@ async fn bench_profile(env: &Env) {
     }
     save(
         "profile",
-        &json!({"review": "Deployment with 3 containers, warm cache, HTTP/1.1 keep-alive, one connection",
+        &json!({"review": "Deployment with 3 containers, warm cache, HTTP/1.1 keep-alive, one connection (and HTTP/2, one stream at a time)",
         "tool": "valgrind --tool=callgrind (user-space instructions)", "reviews": PROFILED,
         "instructions_per_review": per(review_total), "instructions_per_healthz": per(control_total),
         "instructions_per_review_with_2kb_pull_secret": per(secret_total),
+        "instructions_per_review_http2": per(h2_total), "instructions_per_healthz_http2": per(h2_control_total),
         "parts": parts, "top_self": top5}),
     );
 }
