@@ -111,10 +111,19 @@ impl Platform {
         self.can_run_any(std::slice::from_ref(entry))
     }
 
-    /// Whether a node of platform `self` can pull any of `entries` (its compatibility vector built once).
+    /// Whether a node of platform `self` can pull any of `entries` (its compatibility vector built once,
+    /// and only when no entry is the node's own platform: the common case, answered without it).
     pub fn can_run_any(&self, entries: &[Platform]) -> bool {
+        if self.listed_in(entries) {
+            return true;
+        }
         let vector = self.compatible();
         entries.iter().any(|e| !e.is_unknown() && (vector.iter().any(|p| p == e) || self.amd64_level_of(e).is_some()))
+    }
+
+    /// Whether `entries` name this very platform, the first of its compatibility vector.
+    fn listed_in(&self, entries: &[Platform]) -> bool {
+        !self.is_unknown() && entries.contains(self)
     }
 
     fn amd64_level_of(&self, entry: &Platform) -> Option<u32> {
@@ -126,6 +135,9 @@ impl Platform {
     /// For an amd64 node of unknown CPU level: the lowest x86-64 level among `image`'s entries when no entry
     /// runs on every amd64 CPU (`None` when one does, or when the node is not such a node).
     pub fn cpu_level_needed(&self, image: &[Platform]) -> Option<u32> {
+        if self.listed_in(image) {
+            return None;
+        }
         let vector = self.compatible();
         let baseline = image.iter().any(|e| !e.is_unknown() && vector.contains(e));
         if baseline {
@@ -218,13 +230,19 @@ pub enum PlatformFit {
 
 /// Compares the image's platforms with the node platforms the pod may land on.
 pub fn fit(image: &[Platform], nodes: &[Platform]) -> PlatformFit {
-    let (supported, unsupported): (Vec<&Platform>, Vec<&Platform>) = nodes.iter().partition(|n| n.can_run_any(image));
-    if unsupported.is_empty() {
-        PlatformFit::All
-    } else if supported.is_empty() {
-        PlatformFit::None
-    } else {
-        PlatformFit::Some { unsupported: unsupported.into_iter().cloned().collect() }
+    let mut supported = false;
+    let mut unsupported = vec![];
+    for node in nodes {
+        if node.can_run_any(image) {
+            supported = true;
+        } else {
+            unsupported.push(node.clone());
+        }
+    }
+    match (supported, unsupported.is_empty()) {
+        (_, true) => PlatformFit::All,
+        (false, false) => PlatformFit::None,
+        (true, false) => PlatformFit::Some { unsupported },
     }
 }
 
@@ -289,7 +307,11 @@ mod tests {
         ];
         for (node, entry, want) in cases {
             assert_eq!(p(node).can_run(&p(entry)), want, "node {node} entry {entry}");
+            // What answers an entry equal to the node without the vector: the node heads its own vector.
+            assert_eq!(p(node).compatible()[0], p(node), "{node}");
         }
+        let unknown = p("unknown/unknown");
+        assert!(!unknown.can_run(&unknown) && unknown.cpu_level_needed(std::slice::from_ref(&unknown)).is_none());
     }
 
     /// containerd platforms compare_test.go `TestOnly`, the arm64 rows (v9, v8.1, plain arm64).
