@@ -2,6 +2,8 @@
 //! JUnit) and as the webhook turns it into a review response. Field names and reason codes are the contract;
 //! `tests/integration/check_cli.rs` pins them.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::platform::Platform;
@@ -22,7 +24,8 @@ pub struct CredentialRef {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerResult {
-    pub object: ObjectRef,
+    /// The object the container is in, shared by its containers' results.
+    pub object: Arc<ObjectRef>,
     pub container: String,
     pub container_type: ContainerType,
     /// JSON path of the image field inside the object.
@@ -41,7 +44,8 @@ pub struct ContainerResult {
     pub notes: Vec<String>,
     pub suggestions: Vec<String>,
     pub digest: Option<String>,
-    pub platforms: Vec<Platform>,
+    /// The image's platforms, shared with the cache entry they came from.
+    pub platforms: Arc<Vec<Platform>>,
     pub credentials: Vec<CredentialRef>,
     pub credential_used: Option<usize>,
     /// The host that served the image when mirrors are configured for its registry (`mirror https://…/`,

@@ -93,6 +93,7 @@ impl<R: Registry> Engine<R> {
         // Collected first so that `join_all` gets an exact length: its futures are large, and collecting them
         // from a filter grew the buffer and then shrank it, copying them each time.
         let selected: Vec<_> = w.containers().into_iter().filter(|c| select(c.kind, c.name)).collect();
+        let object = Arc::new(w.object.clone());
         let futures = selected.into_iter().map(|c| {
             let image = c.image.unwrap_or_default().to_string();
             let reference = Reference::parse(&image);
@@ -119,7 +120,7 @@ impl<R: Registry> Engine<R> {
                     .as_deref()
                     .is_some_and(|r| self.settings.node_authenticated.iter().any(|p| Providers::image_matches(p, r))),
             };
-            let object = w.object.clone();
+            let object = Arc::clone(&object);
             // The kubelet fails such a pod before any pull: nothing to look up.
             let pod_fails = eval.secret_problems.iter().any(SecretProblem::fails_every_pull);
             let looked_up = self.registry.is_some() && !never && !pod_fails;
@@ -294,7 +295,7 @@ struct HostWalk {
 }
 
 fn to_result(
-    object: ObjectRef,
+    object: Arc<ObjectRef>,
     container: String,
     container_type: ContainerType,
     field: String,
@@ -302,8 +303,8 @@ fn to_result(
     d: Decision,
 ) -> ContainerResult {
     let (digest, platforms, used) = match &e.lookup {
-        LookupOutcome::Found { facts, used, .. } => (Some(facts.digest.clone()), facts.platforms.to_vec(), *used),
-        _ => (None, vec![], None),
+        LookupOutcome::Found { facts, used, .. } => (Some(facts.digest.clone()), Arc::clone(&facts.platforms), *used),
+        _ => (None, Arc::default(), None),
     };
     ContainerResult {
         object,

@@ -695,7 +695,7 @@ mod tests {
             notes: vec![],
             suggestions: vec![],
             digest: None,
-            platforms: vec![],
+            platforms: Default::default(),
             credentials: vec![],
             credential_used: None,
             served_by: None,

@@ -120,7 +120,8 @@ mod tests {
             "Also: imagePullSecret \"old\" does not exist in namespace team.",
         );
         let result = ContainerResult {
-            object: ObjectRef { kind: "Pod".into(), namespace: "team".into(), name: "p".into(), ..Default::default() },
+            object: ObjectRef { kind: "Pod".into(), namespace: "team".into(), name: "p".into(), ..Default::default() }
+                .into(),
             container: "app".into(),
             container_type: ContainerType::Container,
             field: "spec.containers[0].image".into(),
@@ -134,7 +135,7 @@ mod tests {
             notes: vec![note.into()],
             suggestions: vec![],
             digest: None,
-            platforms: vec![],
+            platforms: Default::default(),
             credentials: vec![],
             credential_used: None,
             served_by: None,
