@@ -176,13 +176,23 @@ fn normalize_arch(arch: &str, variant: Option<String>) -> (String, Option<String
     }
 }
 
+impl Platform {
+    /// `os/architecture[/variant]`, as `Display` writes it, in pieces: messages append them without going
+    /// through the formatter (this runs for every allowed container).
+    fn pieces(&self) -> [&str; 5] {
+        let v = self.variant.as_deref();
+        [&self.os, "/", &self.architecture, if v.is_some() { "/" } else { "" }, v.unwrap_or("")]
+    }
+
+    /// Appends `os/architecture[/variant]` to `out`.
+    pub fn push_to(&self, out: &mut String) {
+        self.pieces().into_iter().for_each(|p| out.push_str(p));
+    }
+}
+
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
+        self.pieces().into_iter().try_for_each(|p| f.write_str(p))
     }
 }
 

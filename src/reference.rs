@@ -115,12 +115,29 @@ impl Reference {
     /// What `Display` writes, into a buffer of the right size (`to_string` grows its buffer from empty as it
     /// goes; this runs for every container of every review).
     pub fn canonical(&self) -> String {
-        use std::fmt::Write;
-        let tag = self.tag.as_ref().map_or(0, |t| t.len() + 1);
-        let digest = self.digest.as_ref().map_or(0, |d| d.len() + 1);
-        let mut s = String::with_capacity(self.domain.len() + 1 + self.path.len() + tag + digest);
-        let _ = write!(s, "{self}");
+        let mut s = String::with_capacity(self.pieces().iter().map(|p| p.len()).sum());
+        self.push_to(&mut s);
         s
+    }
+
+    /// Appends the canonical form to `out`.
+    pub fn push_to(&self, out: &mut String) {
+        self.pieces().into_iter().for_each(|p| out.push_str(p));
+    }
+
+    /// `domain/path[:tag][@digest]` in pieces, for `Display` and for messages that append it without going
+    /// through the formatter.
+    fn pieces(&self) -> [&str; 7] {
+        let (tag, digest) = (self.tag.as_deref(), self.digest.as_deref());
+        [
+            &self.domain,
+            "/",
+            &self.path,
+            if tag.is_some() { ":" } else { "" },
+            tag.unwrap_or(""),
+            if digest.is_some() { "@" } else { "" },
+            digest.unwrap_or(""),
+        ]
     }
 
     /// What the registry is asked for: the digest when there is one (it wins over a tag), else the tag.
@@ -131,19 +148,7 @@ impl Reference {
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use fmt::Write;
-        f.write_str(&self.domain)?;
-        f.write_char('/')?;
-        f.write_str(&self.path)?;
-        if let Some(tag) = &self.tag {
-            f.write_char(':')?;
-            f.write_str(tag)?;
-        }
-        if let Some(digest) = &self.digest {
-            f.write_char('@')?;
-            f.write_str(digest)?;
-        }
-        Ok(())
+        self.pieces().into_iter().try_for_each(|p| f.write_str(p))
     }
 }
 

@@ -684,10 +684,23 @@ fn explain(raw: &str, first: serde_json::Error) -> WorkloadError {
 
 /// `{spec_path}.{list}[{i}]{rest}`, in one allocation: built for every container of every review.
 fn field_path(spec_path: &str, list: &str, i: usize, rest: &str) -> String {
-    use std::fmt::Write;
     let mut s = String::with_capacity(spec_path.len() + list.len() + rest.len() + 8);
-    let _ = write!(s, "{spec_path}.{list}[{i}]{rest}");
+    s.push_str(spec_path);
+    s.push('.');
+    s.push_str(list);
+    s.push('[');
+    push_decimal(&mut s, i);
+    s.push(']');
+    s.push_str(rest);
     s
+}
+
+/// Appends `n` in decimal, without the formatter.
+fn push_decimal(s: &mut String, n: usize) {
+    if n >= 10 {
+        push_decimal(s, n / 10);
+    }
+    s.push(char::from(b'0' + (n % 10) as u8));
 }
 
 impl PodSpec {
@@ -714,6 +727,13 @@ impl PodSpec {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn field_paths_write_any_index() {
+        for i in [0, 7, 10, 99, 1234, usize::MAX] {
+            assert_eq!(field_path("spec", "containers", i, ".image"), format!("spec.containers[{i}].image"));
+        }
+    }
 
     #[test]
     fn finds_pod_spec_in_every_kind() {

@@ -358,7 +358,15 @@ fn unconfirmed(results: &mut [ContainerResult], why: &str) {
 
 fn respond(request: &Request, w: &Workload, results: Vec<ContainerResult>) -> Reviewed {
     let mut response = request.response();
-    let reasons = results.iter().map(|r| format!("{}={}", r.container, r.reason)).collect::<Vec<_>>().join(",");
+    let mut reasons = String::with_capacity(results.iter().map(|r| r.container.len() + 24).sum());
+    for (i, r) in results.iter().enumerate() {
+        if i > 0 {
+            reasons.push(',');
+        }
+        reasons.push_str(&r.container);
+        reasons.push('=');
+        reasons.push_str(r.reason.as_str());
+    }
     let denied: Vec<&ContainerResult> = results.iter().filter(|r| r.verdict == Verdict::Deny).collect();
     let warnings = fit_warnings(&results.iter().filter(|r| r.verdict == Verdict::Warn).collect::<Vec<_>>());
     let verdict = if !denied.is_empty() {

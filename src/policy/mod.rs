@@ -679,16 +679,19 @@ fn found(e: &Evaluation, r: &Reference, facts: &Facts, used: Option<usize>, sett
     // Written into one buffer sized for the usual message: this runs for every allowed container.
     use std::fmt::Write;
     let mut msg = String::with_capacity(256);
-    let _ = write!(msg, "{r} resolves to {}", facts.digest);
+    r.push_to(&mut msg);
+    msg.push_str(" resolves to ");
+    msg.push_str(&facts.digest);
     if let Some(i) = used {
         let _ = write!(msg, " with {}", Described(&e.candidates[i]));
     }
     if let Some(host) = &e.served_by {
-        let _ = write!(msg, " from {host}");
+        msg.push_str(" from ");
+        msg.push_str(host);
     }
     if !facts.platforms.is_empty() {
         msg.push_str(" (");
-        msg.push_str(&join(&facts.platforms));
+        push_joined(&mut msg, facts.platforms.iter(), ", ");
         msg.push(')');
     }
     match &e.landing {
@@ -1015,15 +1018,19 @@ fn join(p: &[Platform]) -> String {
 
 /// The platforms written one after the other into one string.
 fn join_with<'a>(p: impl IntoIterator<Item = &'a Platform>, separator: &str) -> String {
-    use std::fmt::Write;
     let mut out = String::with_capacity(64);
+    push_joined(&mut out, p, separator);
+    out
+}
+
+/// Appends the platforms to `out`, `separator` between them.
+fn push_joined<'a>(out: &mut String, p: impl IntoIterator<Item = &'a Platform>, separator: &str) {
     for (i, platform) in p.into_iter().enumerate() {
         if i > 0 {
             out.push_str(separator);
         }
-        let _ = write!(out, "{platform}");
+        platform.push_to(out);
     }
-    out
 }
 
 fn or_list(items: &[String]) -> String {
