@@ -80,14 +80,25 @@ pub enum ReviewError {
     NoRequest,
 }
 
+/// `body` read as JSON: from `text`, the same body already checked to be UTF-8, when there is one.
+fn read<'a, T: Deserialize<'a>>(body: &'a [u8], text: Option<&'a str>) -> serde_json::Result<T> {
+    match text {
+        Some(text) => serde_json::from_str(text),
+        None => serde_json::from_slice(body),
+    }
+}
+
 impl Request {
     /// Reads a review body: in one pass, objects included; where an object cannot be read that way, the review
     /// again with its objects kept as text, for the reading of each to say what is wrong with it.
     pub fn parse(body: &[u8]) -> Result<Self, ReviewError> {
-        if let Ok(review) = serde_json::from_slice::<Review<ReadObject>>(body) {
+        // Read as text when the body is UTF-8 (one check for the whole body, not one per string read); else
+        // as bytes, which reads what it can and says where it cannot.
+        let text = std::str::from_utf8(body).ok();
+        if let Ok(review) = read::<Review<ReadObject>>(body, text) {
             return Self::from_wire(review, |o, namespace| Ok(o.into_workload(namespace)));
         }
-        let review: Review<&RawValue> = serde_json::from_slice(body)?;
+        let review: Review<&RawValue> = read(body, text)?;
         Self::from_wire(review, |o, namespace| Workload::from_json(o.get(), namespace))
     }
 
@@ -178,5 +189,27 @@ mod tests {
         assert_eq!((old.containers()[0].image, old.object.namespace.as_str()), (Some("nginx"), "prod"));
         let r = Request::parse(review(good, "null").as_bytes()).unwrap();
         assert!(r.object.unwrap().unwrap().is_some() && r.old_object.is_none());
+    }
+
+    /// A body that is not all UTF-8 reads as it always did: a stray byte in a field pullguard skips costs
+    /// nothing, one in a field it reads is an error.
+    #[test]
+    fn bytes_that_are_not_utf8_read_as_before() {
+        let review = |label: &[u8], image: &[u8]| {
+            [
+                &br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u",
+                "kind":{"group":"","version":"v1","kind":"Pod"},"namespace":"prod","operation":"CREATE",
+                "object":{"kind":"Pod","metadata":{"name":"p","labels":{"a":""#[..],
+                label,
+                br#""}},"spec":{"containers":[{"name":"a","image":""#,
+                image,
+                br#""}]}}}}"#,
+            ]
+            .concat()
+        };
+        let r = Request::parse(&review(b"x\xffy", b"nginx")).unwrap();
+        let object = r.object.unwrap().unwrap().unwrap();
+        assert_eq!(object.containers()[0].image, Some("nginx"));
+        assert!(Request::parse(&review(b"x", b"ngi\xffnx")).is_err());
     }
 }
