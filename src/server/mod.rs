@@ -85,15 +85,15 @@ pub async fn run<R: Registry>(state: Arc<AppState<R>>, opts: ServerOptions) -> a
     let probes = Probes { cluster: state.cluster.clone(), metrics: state.metrics.clone(), draining: draining.clone() };
     // The review's own deadline bounds lookups; this bounds everything else (a client that trickles its
     // body, say) so a connection can never hold a concurrency slot for long.
-    let request_timeout = tower::ServiceBuilder::new()
+    // One concrete stack (see `admission::service`), boxed once by the router.
+    let validate = tower::ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(admission::stamp_arrival))
         .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
             (StatusCode::REQUEST_TIMEOUT, "pullguard: request timed out\n")
         }))
-        .layer(tower::timeout::TimeoutLayer::new(REQUEST_TIMEOUT));
-    let app = admission::router(state)
-        .layer(request_timeout)
-        .layer(axum::middleware::from_fn(admission::stamp_arrival))
-        .merge(probes_router(probes.clone()));
+        .layer(tower::timeout::TimeoutLayer::new(REQUEST_TIMEOUT))
+        .service(admission::service(state));
+    let app = Router::new().route_service("/validate", validate).merge(probes_router(probes.clone()));
 
     let metrics_listener = tokio::net::TcpListener::bind(metrics_listen)
         .await
