@@ -156,8 +156,7 @@ impl Landing {
 
     /// Where the workload's pods can land in `inventory`, with the tolerations they get after admission.
     pub fn of_workload(w: &Workload, inventory: &Inventory) -> Self {
-        let implied = implied_tolerations(&w.object.kind, w.spec.host_network);
-        Landing::of(&w.spec, &implied, inventory)
+        Landing::of(&w.spec, implied_tolerations(&w.object.kind, w.spec.host_network), inventory)
     }
 
     /// Where a pod with this spec, and these tolerations on top of its own, can land in `inventory`.
@@ -313,26 +312,32 @@ fn decimal(s: &str) -> Option<i64> {
 /// Tolerations a pod of this workload kind gets after admission, on top of its own: the DefaultTolerationSeconds
 /// admission plugin's two (every pod; a Pod under review already has them) and, for a DaemonSet, the
 /// controller's (`daemonset_util.go` `AddOrUpdateDaemonPodTolerations`).
-pub fn implied_tolerations(kind: &str, host_network: bool) -> Vec<Toleration> {
-    let exists = |key: &str, effect: &str| Toleration {
-        key: Some(key.into()),
-        operator: Some("Exists".into()),
-        value: None,
-        effect: Some(effect.into()),
-    };
-    let mut v = vec![
-        exists("node.kubernetes.io/not-ready", "NoExecute"),
-        exists("node.kubernetes.io/unreachable", "NoExecute"),
-    ];
-    if kind == "DaemonSet" {
+/// Built once: this runs for every review.
+pub fn implied_tolerations(kind: &str, host_network: bool) -> &'static [Toleration] {
+    static IMPLIED: std::sync::LazyLock<[Vec<Toleration>; 3]> = std::sync::LazyLock::new(|| {
+        let exists = |key: &str, effect: &str| Toleration {
+            key: Some(key.into()),
+            operator: Some("Exists".into()),
+            value: None,
+            effect: Some(effect.into()),
+        };
+        let every_pod = vec![
+            exists("node.kubernetes.io/not-ready", "NoExecute"),
+            exists("node.kubernetes.io/unreachable", "NoExecute"),
+        ];
+        let mut daemon_set = every_pod.clone();
         for key in ["disk-pressure", "memory-pressure", "pid-pressure", "unschedulable"] {
-            v.push(exists(&format!("node.kubernetes.io/{key}"), "NoSchedule"));
+            daemon_set.push(exists(&format!("node.kubernetes.io/{key}"), "NoSchedule"));
         }
-        if host_network {
-            v.push(exists("node.kubernetes.io/network-unavailable", "NoSchedule"));
-        }
+        let mut host_network = daemon_set.clone();
+        host_network.push(exists("node.kubernetes.io/network-unavailable", "NoSchedule"));
+        [every_pod, daemon_set, host_network]
+    });
+    match (kind, host_network) {
+        ("DaemonSet", false) => &IMPLIED[1],
+        ("DaemonSet", true) => &IMPLIED[2],
+        _ => &IMPLIED[0],
     }
-    v
 }
 
 /// The live node table: each node's shape by name and how many nodes share each shape, so a node event
@@ -557,7 +562,7 @@ mod tests {
             node("windows", "amd64", &[], &[("os", "windows", "NoSchedule")]),
             node("linux", "arm64", &[], &[("dedicated", "arm", "NoExecute"), ("soft", "", "PreferNoSchedule")]),
         ]);
-        let land = |s: Value, kind: &str| names(&Landing::of(&spec(s), &implied_tolerations(kind, false), &inv));
+        let land = |s: Value, kind: &str| names(&Landing::of(&spec(s), implied_tolerations(kind, false), &inv));
         assert_eq!(land(json!({}), "Pod"), ["linux/amd64"]);
         let windows = json!({"tolerations": [{"key": "os", "value": "windows", "effect": "NoSchedule"}]});
         assert_eq!(land(windows, "Pod"), ["linux/amd64", "windows/amd64"]);
@@ -572,12 +577,23 @@ mod tests {
         let mut cordoned = node("linux", "arm64", &[], &[("node.kubernetes.io/memory-pressure", "", "NoSchedule")]);
         cordoned.taints.push(Taint::unschedulable());
         let inv = live(vec![node("linux", "amd64", &[], &[]), cordoned]);
-        let of = |kind: &str| names(&Landing::of(&spec(json!({})), &implied_tolerations(kind, false), &inv));
+        let of = |kind: &str| names(&Landing::of(&spec(json!({})), implied_tolerations(kind, false), &inv));
         assert_eq!(of("Deployment"), ["linux/amd64"]);
         assert_eq!(of("DaemonSet"), ["linux/amd64", "linux/arm64"]);
         let unready = live(vec![node("linux", "amd64", &[], &[("node.kubernetes.io/unreachable", "", "NoExecute")])]);
-        let pod = Landing::of(&spec(json!({})), &implied_tolerations("Pod", false), &unready);
+        let pod = Landing::of(&spec(json!({})), implied_tolerations("Pod", false), &unready);
         assert_eq!(names(&pod), ["linux/amd64"], "DefaultTolerationSeconds tolerates NoExecute unreachable");
+        // The network-unavailable toleration goes to host-network DaemonSets only.
+        let no_network =
+            live(vec![node("linux", "arm64", &[], &[("node.kubernetes.io/network-unavailable", "", "NoSchedule")])]);
+        let lands = |kind: &str, host_network: bool| {
+            !names(&Landing::of(&spec(json!({})), implied_tolerations(kind, host_network), &no_network))[0]
+                .starts_with("asked")
+        };
+        assert_eq!(
+            [lands("DaemonSet", true), lands("DaemonSet", false), lands("Deployment", true)],
+            [true, false, false]
+        );
     }
 
     #[test]
