@@ -58,7 +58,9 @@ impl Reference {
         if s.is_empty() {
             return Err(ReferenceError::Empty);
         }
-        if s.chars().any(char::is_whitespace) {
+        // Any Unicode whitespace; an ASCII string (nearly every image) is checked byte by byte.
+        let ascii_space = |b: u8| matches!(b, b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r' | b' ');
+        if s.bytes().any(ascii_space) || (!s.is_ascii() && s.chars().any(char::is_whitespace)) {
             return Err(ReferenceError::Whitespace);
         }
         if is_hex_identifier(s) {
@@ -374,6 +376,9 @@ mod tests {
             ("Nginx", ReferenceError::Uppercase),
             ("docker.io/Foo/bar", ReferenceError::Uppercase),
             ("nginx latest", ReferenceError::Whitespace),
+            ("nginx\x0B", ReferenceError::Whitespace),
+            ("nginx:1\u{a0}", ReferenceError::Whitespace),
+            ("nginx\u{2003}x", ReferenceError::Whitespace),
             (&hex, ReferenceError::HexIdentifier),
             ("foo/../bar", ReferenceError::PathComponent("..".into())),
             ("foo/-bar", ReferenceError::PathComponent("-bar".into())),
