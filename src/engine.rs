@@ -103,12 +103,12 @@ impl<R: Registry> Engine<R> {
                 image,
                 reference,
                 pull_policy_never: never,
-                namespace: ns.clone(),
-                service_account: creds.service_account.clone(),
-                secret_problems: creds.problems.clone(),
+                namespace: ns,
+                service_account: creds.service_account.as_deref(),
+                secret_problems: &creds.problems,
                 candidates: vec![],
                 lookup: LookupOutcome::NotDone,
-                landing: landing.clone(),
+                landing: &landing,
                 providers: vec![],
                 served_by: None,
                 host_notes: vec![],
@@ -162,7 +162,7 @@ impl<R: Registry> Engine<R> {
                     eval.candidates = candidates.iter().map(Candidate::info).collect();
                 }
                 let d = policy::decide(&eval, &policy);
-                to_result(object, c.name.to_string(), c.kind, c.field, &eval, d)
+                to_result(object, c.name.to_string(), c.kind, c.field, eval, d)
             }
         });
         futures_util::future::join_all(futures).await
@@ -299,11 +299,11 @@ fn to_result(
     container: String,
     container_type: ContainerType,
     field: String,
-    e: &Evaluation,
+    e: Evaluation,
     d: Decision,
 ) -> ContainerResult {
-    let (digest, platforms, used) = match &e.lookup {
-        LookupOutcome::Found { facts, used, .. } => (Some(facts.digest.clone()), Arc::clone(&facts.platforms), *used),
+    let (digest, platforms, used) = match e.lookup {
+        LookupOutcome::Found { facts, used, .. } => (Some(facts.digest), facts.platforms, used),
         _ => (None, Arc::default(), None),
     };
     ContainerResult {
@@ -311,7 +311,7 @@ fn to_result(
         container,
         container_type,
         field,
-        image: e.image.clone(),
+        image: e.image,
         reference: e.reference.as_ref().ok().map(Reference::canonical),
         verdict: d.verdict,
         reason: d.reason,
@@ -332,6 +332,6 @@ fn to_result(
             })
             .collect(),
         credential_used: used,
-        served_by: e.served_by.clone(),
+        served_by: e.served_by,
     }
 }

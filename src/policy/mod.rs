@@ -225,19 +225,20 @@ pub enum LookupOutcome {
     },
 }
 
-/// Everything known about one container. Built by the engine, judged by [`decide`].
+/// Everything known about one container. Built by the engine, judged by [`decide`]; what the pod's
+/// containers share (namespace, service account, secret problems, landing) is borrowed from the pod's.
 #[derive(Clone, Debug)]
-pub struct Evaluation {
+pub struct Evaluation<'a> {
     pub image: String,
     pub reference: Result<Reference, ReferenceError>,
     pub pull_policy_never: bool,
-    pub namespace: String,
-    pub service_account: Option<String>,
-    pub secret_problems: Vec<SecretProblem>,
+    pub namespace: &'a str,
+    pub service_account: Option<&'a str>,
+    pub secret_problems: &'a [SecretProblem],
     pub candidates: Vec<CandidateInfo>,
     pub lookup: LookupOutcome,
     /// Where the pod can land: node selector, affinity and tolerations against the node inventory.
-    pub landing: Landing,
+    pub landing: &'a Landing,
     /// What the kubelet's credential provider plugins said for this image, in configuration order.
     pub providers: Vec<ProviderReport>,
     /// The image is on a `nodeAuthenticated` registry.
@@ -419,7 +420,7 @@ fn decide_enforcing(e: &Evaluation, settings: &PolicySettings) -> Decision {
         );
     }
     if let Some(p) = e.secret_problems.iter().find(|p| p.fails_every_pull()) {
-        let (reason, what, fix) = secret_problem_text(p, &e.namespace, e.service_account.as_deref());
+        let (reason, what, fix) = secret_problem_text(p, e.namespace, e.service_account);
         return decision(
             Verdict::Deny,
             reason,
@@ -694,7 +695,7 @@ fn found(e: &Evaluation, r: &Reference, facts: &Facts, used: Option<usize>, sett
         push_joined(&mut msg, facts.platforms.iter(), ", ");
         msg.push(')');
     }
-    match &e.landing {
+    match e.landing {
         Landing::NoNode { asked, known, .. } if asked.is_empty() && !known.is_empty() => {
             let _ = write!(
                 msg,
@@ -785,7 +786,7 @@ fn human_duration(secs: i64) -> String {
 /// The image's platforms against where the pod can land: the nodes it fits, or — when none fits yet — the
 /// platforms it asks for.
 fn platform_decision(e: &Evaluation, r: &Reference, facts: &Facts) -> Option<Decision> {
-    let (targets, no_node) = match &e.landing {
+    let (targets, no_node) = match e.landing {
         Landing::Nodes(ps) => (ps, None),
         Landing::NoNode { asked, pinned, known, live } => (asked, Some((*pinned, known, *live))),
     };
@@ -876,7 +877,7 @@ fn platform_decision(e: &Evaluation, r: &Reference, facts: &Facts) -> Option<Dec
 
 fn credentials_missing(e: &Evaluation, r: &Reference) -> Decision {
     let registry = &r.domain;
-    let ns = &e.namespace;
+    let ns = e.namespace;
     let where_ = match &e.service_account {
         Some(sa) => format!("imagePullSecrets (or to ServiceAccount {sa})"),
         None => "the pod's imagePullSecrets".to_string(),
@@ -942,8 +943,8 @@ fn credentials_rejected(e: &Evaluation, r: &Reference, failure: &Failure, reject
 /// A decision for the first secret problem, if any: `verdict` applies, `why` completes the sentence.
 fn secret_decision(e: &Evaluation, verdict: Verdict, why: &str) -> Option<Decision> {
     let first = e.secret_problems.first()?;
-    let ns = &e.namespace;
-    let (reason, what, fix) = secret_problem_text(first, ns, e.service_account.as_deref());
+    let ns = e.namespace;
+    let (reason, what, fix) = secret_problem_text(first, ns, e.service_account);
     let mut d = decision(verdict, reason, format!("{what}{why}."), Some(format!("{fix}.")));
     if e.secret_problems.len() > 1 {
         let rest: Vec<String> = e.secret_problems[1..].iter().map(|p| secret_problem_text(p, ns, None).1).collect();
@@ -955,7 +956,7 @@ fn secret_decision(e: &Evaluation, verdict: Verdict, why: &str) -> Option<Decisi
 fn secret_problems_text(e: &Evaluation) -> String {
     e.secret_problems
         .iter()
-        .map(|p| secret_problem_text(p, &e.namespace, e.service_account.as_deref()).1)
+        .map(|p| secret_problem_text(p, e.namespace, e.service_account).1)
         .collect::<Vec<_>>()
         .join("; ")
 }

@@ -1,22 +1,24 @@
 //! Case table: facts in, verdict out.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use super::*;
 use crate::credentials::Source;
 
-fn eval(image: &str, lookup: LookupOutcome) -> Evaluation {
+static AMD64: LazyLock<Landing> = LazyLock::new(|| Landing::Nodes(vec!["linux/amd64".parse().unwrap()]));
+
+fn eval(image: &str, lookup: LookupOutcome) -> Evaluation<'static> {
     Evaluation {
         image: image.into(),
         reference: Reference::parse(image),
         pull_policy_never: false,
-        namespace: "production".into(),
-        service_account: Some("default".into()),
-        secret_problems: vec![],
+        namespace: "production",
+        service_account: Some("default"),
+        secret_problems: &[],
         candidates: vec![],
         lookup,
-        landing: Landing::Nodes(vec!["linux/amd64".parse().unwrap()]),
+        landing: &AMD64,
         providers: vec![],
         node_authenticated: false,
         served_by: None,
@@ -213,7 +215,8 @@ fn tag_not_found_suggests() {
 #[test]
 fn partial_platform_support_warns() {
     let mut e = eval("nginx", found(&["linux/amd64"]));
-    e.landing = Landing::Nodes(vec!["linux/amd64".parse().unwrap(), "linux/arm64".parse().unwrap()]);
+    let both = Landing::Nodes(vec!["linux/amd64".parse().unwrap(), "linux/arm64".parse().unwrap()]);
+    e.landing = &both;
     let d = decide(&e, &PolicySettings::default());
     assert_eq!((d.verdict, d.reason), (Verdict::Warn, Reason::PlatformMismatch));
     assert!(d.message().contains("linux/arm64"), "{}", d.message());
@@ -233,7 +236,8 @@ fn secret_problems_deny_only_when_the_image_needs_them() {
         "r.io/private",
         failed(Failure::Unauthorized { credential_sent: false, status: 401, detail: String::new() }),
     );
-    needs.secret_problems = vec![problem.clone()];
+    let problems = [problem.clone()];
+    needs.secret_problems = &problems;
     let d = decide(&needs, &PolicySettings::default());
     assert_eq!((d.verdict, d.reason), (Verdict::Deny, Reason::SecretInOtherNamespace));
     assert!(
@@ -243,12 +247,14 @@ fn secret_problems_deny_only_when_the_image_needs_them() {
     );
 
     let mut public = eval("nginx", found(&["linux/amd64"]));
-    public.secret_problems = vec![SecretProblem::NotFound { name: "regcred".into() }];
+    let not_found = [SecretProblem::NotFound { name: "regcred".into() }];
+    public.secret_problems = &not_found;
     let d = decide(&public, &PolicySettings::default());
     assert_eq!((d.verdict, d.reason), (Verdict::Warn, Reason::SecretNotFound));
 
     let mut offline = eval("nginx", LookupOutcome::NotDone);
-    offline.secret_problems = vec![SecretProblem::Invalid { name: "x".into(), detail: "bad".into() }];
+    let invalid = [SecretProblem::Invalid { name: "x".into(), detail: "bad".into() }];
+    offline.secret_problems = &invalid;
     assert_eq!(decide(&offline, &PolicySettings::default()).reason, Reason::SecretInvalid);
 }
 
@@ -257,13 +263,15 @@ fn secret_problems_deny_only_when_the_image_needs_them() {
 #[test]
 fn malformed_secret_fails_every_container_skipped_one_does_not() {
     let mut e = eval("nginx", found(&["linux/amd64"]));
-    e.secret_problems = vec![SecretProblem::Malformed { name: "regcred".into(), detail: "not JSON".into() }];
+    let malformed = [SecretProblem::Malformed { name: "regcred".into(), detail: "not JSON".into() }];
+    e.secret_problems = &malformed;
     let d = decide(&e, &PolicySettings::default());
     assert_eq!((d.verdict, d.reason), (Verdict::Deny, Reason::SecretInvalid), "{}", d.message());
     assert!(d.message().contains("every image pull"), "{}", d.message());
     let warn = PolicySettings { mode: Mode::Warn, ..Default::default() };
     assert_eq!(decide(&e, &warn).verdict, Verdict::Warn);
-    e.secret_problems = vec![SecretProblem::Invalid { name: "regcred".into(), detail: "Opaque".into() }];
+    let skipped = [SecretProblem::Invalid { name: "regcred".into(), detail: "Opaque".into() }];
+    e.secret_problems = &skipped;
     assert_eq!(decide(&e, &PolicySettings::default()).verdict, Verdict::Warn);
 }
 
@@ -442,7 +450,7 @@ fn a_pinned_pod_is_judged_against_the_platform_it_asks_for() {
     ];
     for (name, image, landing, verdict, reason, mention) in cases {
         let mut e = eval("nginx", found(image));
-        e.landing = landing;
+        e.landing = &landing;
         let d = decide(&e, &PolicySettings::default());
         assert_eq!((d.verdict, d.reason), (verdict, reason), "{name}: {}", d.message());
         assert!(d.message().contains(mention), "{name}: {}", d.message());
