@@ -145,6 +145,18 @@ impl Platform {
         }
         image.iter().filter_map(|e| self.amd64_level_of(e)).min()
     }
+
+    /// `os/architecture[/variant]`, as `Display` writes it, in pieces: messages append them without going
+    /// through the formatter (this runs for every allowed container).
+    fn pieces(&self) -> [&str; 5] {
+        let v = self.variant.as_deref();
+        [&self.os, "/", &self.architecture, if v.is_some() { "/" } else { "" }, v.unwrap_or("")]
+    }
+
+    /// Appends `os/architecture[/variant]` to `out`.
+    pub fn push_to(&self, out: &mut String) {
+        self.pieces().into_iter().for_each(|p| out.push_str(p));
+    }
 }
 
 fn normalize_arch(arch: &str, variant: Option<String>) -> (String, Option<String>) {
@@ -173,20 +185,6 @@ fn normalize_arch(arch: &str, variant: Option<String>) -> (String, Option<String
             ("arm".into(), v)
         }
         other => (other.to_string(), variant),
-    }
-}
-
-impl Platform {
-    /// `os/architecture[/variant]`, as `Display` writes it, in pieces: messages append them without going
-    /// through the formatter (this runs for every allowed container).
-    fn pieces(&self) -> [&str; 5] {
-        let v = self.variant.as_deref();
-        [&self.os, "/", &self.architecture, if v.is_some() { "/" } else { "" }, v.unwrap_or("")]
-    }
-
-    /// Appends `os/architecture[/variant]` to `out`.
-    pub fn push_to(&self, out: &mut String) {
-        self.pieces().into_iter().for_each(|p| out.push_str(p));
     }
 }
 
