@@ -17,14 +17,16 @@ use crate::registry::RegistryStats;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReviewLabels {
     pub kind: String,
-    pub operation: String,
-    pub verdict: String,
+    pub operation: &'static str,
+    pub verdict: &'static str,
 }
 
+/// Codes, not text: the label values are the stable strings of `Verdict` and `Reason`, with nothing to
+/// allocate per increment.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    pub verdict: String,
-    pub reason: String,
+    pub verdict: &'static str,
+    pub reason: &'static str,
 }
 
 /// One container of a running workload, as the continuous audit last judged it.

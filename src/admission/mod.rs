@@ -14,6 +14,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use kube::core::admission::{AdmissionResponse, Operation};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -160,8 +162,8 @@ async fn validate<R: Registry>(
         .reviews
         .get_or_create(&ReviewLabels {
             kind: request.kind.kind.clone(),
-            operation: operation_label(&request.operation).into(),
-            verdict: verdict.into(),
+            operation: operation_label(&request.operation),
+            verdict,
         })
         .inc();
     // What a user acts on (warnings and denials) at info; an allowed review is already in the API server's
@@ -303,14 +305,30 @@ pub async fn review_request<R: Registry>(state: &AppState<R>, request: &Request,
             Err(_) => unconfirmed(&mut results, "the review's deadline ran out before the API server answered"),
         }
     }
-    for r in &results {
-        state
-            .metrics
-            .containers
-            .get_or_create(&ReasonLabels { verdict: r.verdict.to_string(), reason: r.reason.to_string() })
-            .inc();
-    }
+    count_verdicts(&state.metrics.containers, results.iter().map(|r| (r.verdict, r.reason)));
     respond(request, workload, results)
+}
+
+/// Adds each container's verdict and reason to the counter family, one increment per run of equal pairs: a
+/// review's containers mostly share one, and each increment hashes its labels to find the counter.
+fn count_verdicts(family: &Family<ReasonLabels, Counter>, verdicts: impl IntoIterator<Item = (Verdict, Reason)>) {
+    let add = |(verdict, reason): (Verdict, Reason), n: u64| {
+        family.get_or_create(&ReasonLabels { verdict: verdict.as_str(), reason: reason.as_str() }).inc_by(n);
+    };
+    let mut run: Option<((Verdict, Reason), u64)> = None;
+    for pair in verdicts {
+        match &mut run {
+            Some((p, n)) if *p == pair => *n += 1,
+            _ => {
+                if let Some((p, n)) = run.replace((pair, 1)) {
+                    add(p, n);
+                }
+            }
+        }
+    }
+    if let Some((p, n)) = run {
+        add(p, n);
+    }
 }
 
 /// The mode a namespace label asks for; `None` for `off`.
@@ -587,6 +605,23 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+
+    /// Every container counts once under its own verdict and reason, runs of equal pairs or not; a verdict
+    /// shared by two reasons is two series.
+    #[test]
+    fn container_verdicts_count_each_container() {
+        let family = Family::<ReasonLabels, Counter>::default();
+        let ok = (Verdict::Allow, Reason::Ok);
+        let typo = (Verdict::Deny, Reason::TagNotFound);
+        let gone = (Verdict::Deny, Reason::RepositoryNotFound);
+        count_verdicts(&family, [ok, ok, typo, gone, gone, ok, gone]);
+        count_verdicts(&family, []);
+        count_verdicts(&family, [typo]);
+        let get = |(v, r): (Verdict, Reason)| {
+            family.get_or_create(&ReasonLabels { verdict: v.as_str(), reason: r.as_str() }).get()
+        };
+        assert_eq!((get(ok), get(typo), get(gone)), (3, 2, 3));
+    }
 
     /// What axum's `Query` read before: form decoding, the last of repeated keys.
     #[test]

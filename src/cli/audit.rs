@@ -313,7 +313,7 @@ impl<R: Registry> Continuous<R> {
         }
         self.metrics.audit_containers.clear();
         for (verdict, reason) in now.values() {
-            let l = ReasonLabels { verdict: verdict.to_string(), reason: reason.to_string() };
+            let l = ReasonLabels { verdict: verdict.as_str(), reason: reason.as_str() };
             self.metrics.audit_containers.get_or_create(&l).inc();
         }
         now
