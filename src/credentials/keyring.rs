@@ -46,10 +46,12 @@ impl Keyring {
                 out.extend(entries.iter().map(Entry::candidate));
             }
         }
-        if out.is_empty() && is_default_registry_match(repository) {
-            if let Some(entries) = self.entries.get(DEFAULT_REGISTRY_HOST) {
-                out.extend(entries.iter().map(Entry::candidate));
-            }
+        // The index's entry first: without one (a pod with no Docker Hub secret) the image is not parsed.
+        if out.is_empty()
+            && let Some(entries) = self.entries.get(DEFAULT_REGISTRY_HOST)
+            && is_default_registry_match(repository)
+        {
+            out.extend(entries.iter().map(Entry::candidate));
         }
         out
     }
