@@ -58,12 +58,7 @@ fn cpu_per(before: (f64, f64), after: (f64, f64), requests: f64) -> (f64, f64) {
     ((after.0 - before.0) / requests * 1e6, (after.1 - before.1) / requests * 1e6)
 }
 
-/// The oha command, pinned to the load generator's CPUs, for `url` (a POST of `body` when there is one).
-fn oha_command(url: &str, body: Option<&Path>, args: &[&str]) -> std::process::Command {
-    oha_command_on(&cpus().1, url, body, args)
-}
-
-/// [`oha_command`] pinned to `load_cpus`.
+/// The oha command, pinned to `load_cpus`, for `url` (a POST of `body` when there is one).
 fn oha_command_on(load_cpus: &str, url: &str, body: Option<&Path>, args: &[&str]) -> std::process::Command {
     let ca = support::fixtures().join("pki/ca.pem");
     let mut cmd = std::process::Command::new("taskset");
@@ -101,7 +96,7 @@ struct Sample {
 /// Runs oha and returns every request it completed, from its CSV output (oha leaves out requests that got no
 /// response at all, which the caller counts against the offered total).
 fn oha_samples(url: &str, body: Option<&Path>, args: &[&str], csv: &Path) -> Vec<Sample> {
-    let out = oha_command(url, body, args)
+    let out = oha_command_on(&cpus().1, url, body, args)
         .args(["--output-format", "csv", "-o"])
         .arg(csv)
         .output()
@@ -141,7 +136,7 @@ fn tail(mut latencies: Vec<f64>) -> Value {
     json!({"requests": n, "p50_ms": at(0.5), "p99_ms": at(0.99), "p99_9_ms": at(0.999), "max_ms": at(1.0)})
 }
 
-/// A fixed-rate run of `seconds` at `rate`: its steady-state tail (requests sent after [`WARM_UP_S`]) at the top
+/// A fixed-rate run of [`RUN_S`] at `rate`: its steady-state tail (requests sent after [`WARM_UP_S`]) at the top
 /// level, the whole run's under `whole_run`, the share answered 200 and the server's CPU per request.
 fn fixed_rate_run(wh: &Webhook, url: &str, body: Option<&Path>, rate: u32, extra: &[&str], dir: &Path) -> Value {
     let rate_s = rate.to_string();
@@ -197,7 +192,7 @@ fn spread(values: impl Iterator<Item = f64>) -> Value {
     json!({"median": median, "min": v[0], "max": v[n - 1]})
 }
 
-/// The server's tokio runtime started on `server_cpus` (taskset execs it there, so that its runtime sizes
+/// The server, started on `server_cpus` (taskset execs it there, so that its runtime sizes
 /// itself to them as it does to a pod's CPU limit: pinned after starting, it kept a worker thread per CPU of
 /// the machine, contending for its one core and waking each other), warmed with the bench's review.
 async fn webhook_on(env: &Env, api: &ApiServer, server_cpus: &str, review: &Value) -> Webhook {
