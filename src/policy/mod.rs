@@ -19,8 +19,7 @@ use crate::scheduling::Landing;
 use crate::suggest::suggest_tags;
 
 /// What happens to a container.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Hash)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Verdict {
     Allow,
     Skip,
@@ -29,7 +28,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The word users see, as serde writes it.
+    /// The word users see, in JSON, metrics and messages alike.
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Allow => "allow",
@@ -43,6 +42,12 @@ impl Verdict {
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
