@@ -70,6 +70,13 @@ fn oha_command_on(load_cpus: &str, url: &str, body: Option<&Path>, args: &[&str]
     cmd
 }
 
+/// Runs an oha command to its end; a failed run stops the bench with oha's own words.
+fn run_oha(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().expect("oha is installed (cargo install oha)");
+    assert!(out.status.success(), "oha failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
 /// Runs oha and returns its JSON report.
 fn oha(url: &str, body: Option<&Path>, args: &[&str]) -> Value {
     oha_on(&cpus().1, url, body, args)
@@ -77,11 +84,7 @@ fn oha(url: &str, body: Option<&Path>, args: &[&str]) -> Value {
 
 /// [`oha`] pinned to `load_cpus`.
 fn oha_on(load_cpus: &str, url: &str, body: Option<&Path>, args: &[&str]) -> Value {
-    let out = oha_command_on(load_cpus, url, body, args)
-        .args(["--output-format", "json"])
-        .output()
-        .expect("oha is installed (cargo install oha)");
-    assert!(out.status.success(), "oha failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run_oha(oha_command_on(load_cpus, url, body, args).args(["--output-format", "json"]));
     serde_json::from_slice(&out.stdout).expect("oha prints JSON")
 }
 
@@ -96,12 +99,7 @@ struct Sample {
 /// Runs oha and returns every request it completed, from its CSV output (oha leaves out requests that got no
 /// response at all, which the caller counts against the offered total).
 fn oha_samples(url: &str, body: Option<&Path>, args: &[&str], csv: &Path) -> Vec<Sample> {
-    let out = oha_command_on(&cpus().1, url, body, args)
-        .args(["--output-format", "csv", "-o"])
-        .arg(csv)
-        .output()
-        .expect("oha is installed (cargo install oha)");
-    assert!(out.status.success(), "oha failed: {}", String::from_utf8_lossy(&out.stderr));
+    run_oha(oha_command_on(&cpus().1, url, body, args).args(["--output-format", "csv", "-o"]).arg(csv));
     let text = std::fs::read_to_string(csv).expect("oha wrote its CSV");
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().expect("oha's CSV has a header").split(',').collect();
