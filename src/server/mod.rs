@@ -117,7 +117,13 @@ pub async fn run<R: Registry>(state: Arc<AppState<R>>, opts: ServerOptions) -> a
         info!(drain_timeout_ms = drain_timeout.as_millis() as u64, "shutting down: draining in-flight reviews");
         on_signal.graceful_shutdown(Some(drain_timeout));
     });
-    info!(%listen, %metrics_listen, "pullguard serving");
+    let runtime = tokio::runtime::Handle::current();
+    let scheduler = match runtime.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "current-thread",
+        _ => "multi-thread",
+    };
+    let workers = runtime.metrics().num_workers();
+    info!(%listen, %metrics_listen, scheduler, workers, "pullguard serving");
     // TCP_NODELAY on every accepted connection: a review's response is a few small writes, and Nagle's
     // algorithm holding the last one for the client's delayed ACK added ~40 ms to HTTP/2 reviews (the API
     // server's protocol) at every rate.

@@ -494,6 +494,20 @@ async fn certificate_rotation_under_load_fails_no_handshake() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_load_loses_no_review() {
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    sigterm_during_load(&[], if one_cpu { "current-thread" } else { "multi-thread" }).await;
+}
+
+/// On one CPU the server runs tokio's current-thread scheduler: thirty slow reviews still overlap (one after
+/// another they would outlast the drain) and SIGTERM still drains them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_load_loses_no_review_on_one_cpu() {
+    sigterm_during_load(&["taskset", "-c", "0"], "current-thread").await;
+}
+
+/// Thirty reviews in flight against a registry that answers in 800 ms, the server run by `wrapper`, then
+/// SIGTERM: not ready at once, every review answered, a clean exit after the drain.
+async fn sigterm_during_load(wrapper: &[&str], scheduler: &str) {
     let env = Env::start(Options::default()).await;
     let api = cluster().await;
     // A registry that answers slowly, so reviews are in flight when SIGTERM arrives.
@@ -513,7 +527,15 @@ async fn sigterm_during_load_loses_no_review() {
     })
     .await;
     let cfg = env.config(&format!("  slow.example.com:\n    endpoint: {}\n", slow.url()));
-    let mut wh = Webhook::start(&cfg, &api, &["--drain-timeout", "10s", "--shutdown-delay", "1s"]).await;
+    let mut wh =
+        Webhook::spawn_under(wrapper, &cfg, &api, &["--drain-timeout", "10s", "--shutdown-delay", "1s"], "debug");
+    wh.wait_ready().await;
+    let serving = wh
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "pullguard serving");
+    assert_eq!(serving.as_ref().map(|l| l["scheduler"].clone()), Some(json!(scheduler)), "{}", wh.logs());
     let reviews: Vec<_> = (0..30)
         .map(|i| {
             let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p{i}"), "namespace": "production"},
