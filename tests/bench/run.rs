@@ -1,4 +1,5 @@
-//! `bash .ci/bench` (= `cargo run --release --example bench -- [webhook] [economy] [gate] [memory] [profile]`):
+//! `bash .ci/bench` (= `cargo run --release --example bench -- [webhook] [economy] [gate] [memory] [profile]`;
+//! `ab` compares two builds, see [`bench_ab`]):
 //! pullguard's performance evidence, measured on loopback against the real registry (Debian's
 //! docker-registry). Writes `tests/bench/results/*.json`; `.ci/bench` then draws `tests/bench/latency.png`.
 
@@ -174,6 +175,20 @@ fn protocols() -> Vec<(&'static str, Vec<&'static str>)> {
 /// Seconds of each run.
 const RUN_S: f64 = 10.0;
 
+/// The fixed rates measured (`PULLGUARD_BENCH_RATES=2000,5000`, say).
+fn rates() -> Vec<u32> {
+    std::env::var("PULLGUARD_BENCH_RATES")
+        .map(|s| s.split(',').filter_map(|r| r.parse().ok()).collect())
+        .unwrap_or_else(|_| vec![1000, 2000, 5000])
+}
+
+/// How many pairs per rate (`PULLGUARD_BENCH_REPEATS`). A 10 s window's tail on a shared VM moves between
+/// identical runs by more than the targets' margins, so each rate is measured as several pairs and summarised
+/// by the median (every run is kept).
+fn repeats() -> usize {
+    std::env::var("PULLGUARD_BENCH_REPEATS").ok().and_then(|r| r.parse().ok()).unwrap_or(3)
+}
+
 /// oha flags for [`RUN_S`] at a fixed rate over 16 connections, with latency correction.
 fn fixed_rate<'a>(rate: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["-z", "10s", "-q", rate, "--latency-correction", "-c", "16"];
@@ -201,9 +216,15 @@ fn spread(values: impl Iterator<Item = f64>) -> Value {
 /// itself to them as it does to a pod's CPU limit: pinned after starting, it kept a worker thread per CPU of
 /// the machine, contending for its one core and waking each other), warmed with the bench's review.
 async fn webhook_on(env: &Env, api: &ApiServer, server_cpus: &str, review: &Value) -> Webhook {
+    program_on(&support::binary(), env, api, server_cpus, review).await
+}
+
+/// [`webhook_on`] with this `pullguard` binary.
+async fn program_on(program: &Path, env: &Env, api: &ApiServer, server_cpus: &str, review: &Value) -> Webhook {
     // Production logging (one JSON line per denial or warning) unless PULLGUARD_BENCH_LOG says otherwise.
     let level = std::env::var("PULLGUARD_BENCH_LOG").unwrap_or_else(|_| "info".into());
-    let wh = Webhook::spawn_under(&["taskset", "-c", server_cpus], &env.config(""), api, &AS_DEPLOYED, &level);
+    let taskset = ["taskset", "-c", server_cpus];
+    let wh = Webhook::spawn_program(program, &taskset, &env.config(""), api, &AS_DEPLOYED, &level);
     wh.wait_ready().await;
     let warm = wh.review(review).await;
     assert_eq!(warm["allowed"], true, "{warm}");
@@ -237,12 +258,7 @@ async fn bench_webhook(env: &Env) {
     println!("server on CPUs {server_cpus}, load generator on CPUs {load_cpus}");
     let url = wh.url("10s");
     let health = format!("https://127.0.0.1:{}/healthz", wh.port);
-    let rates: Vec<u32> = std::env::var("PULLGUARD_BENCH_RATES")
-        .map(|s| s.split(',').filter_map(|r| r.parse().ok()).collect())
-        .unwrap_or_else(|_| vec![1000, 2000, 5000]);
-    // A 10 s window's tail on a shared VM moves between identical runs by more than the targets' margins, so each
-    // rate is measured as several control/review pairs and summarised by the median (every run is kept).
-    let repeats: usize = std::env::var("PULLGUARD_BENCH_REPEATS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let (rates, repeats) = (rates(), repeats());
     let (mut rows, mut summary) = (vec![], vec![]);
     for (proto, extra) in protocols() {
         for &rate in &rates {
@@ -698,6 +714,66 @@ async fn bench_memory(env: &Env) {
     save("memory", &v);
 }
 
+/// `bench ab`: this build's server against another build's (`PULLGUARD_BENCH_B=path/to/pullguard`), both started
+/// on the server's CPUs and loaded one at a time with the webhook bench's review at each fixed rate, in pairs
+/// whose order alternates (A then B, then B then A). Like a review and its control in `webhook`, the two runs of
+/// a pair share the machine's state, which two bench runs minutes apart on this VM do not. Writes each pair's
+/// CPU per review and tail, and the medians of B's ratios to A.
+async fn bench_ab(env: &Env) {
+    let Some(other) = std::env::var_os("PULLGUARD_BENCH_B").map(PathBuf::from) else {
+        eprintln!("bench ab: set PULLGUARD_BENCH_B to the other build's pullguard binary");
+        std::process::exit(2);
+    };
+    let api = cluster().await;
+    let (server_cpus, load_cpus) = cpus();
+    let review = create_review("bench", &deployment(&["nginx:1.25.3", "alpine:3.19", "team/myapp:v2.3.0"]));
+    let body = env.dir.path().join("review.json");
+    std::fs::write(&body, serde_json::to_vec(&review).unwrap()).unwrap();
+    let a = webhook_on(env, &api, &server_cpus, &review).await;
+    let b = program_on(&other, env, &api, &server_cpus, &review).await;
+    println!(
+        "A = {}, B = {}; servers on CPUs {server_cpus}, load generator on {load_cpus}",
+        support::binary().display(),
+        other.display()
+    );
+    let (mut pairs, mut summary) = (vec![], vec![]);
+    for (proto, extra) in protocols() {
+        for rate in rates() {
+            let mut ratios = vec![];
+            for repeat in 0..repeats() {
+                let order = if repeat % 2 == 0 { [("a", &a), ("b", &b)] } else { [("b", &b), ("a", &a)] };
+                let mut pair = json!({"protocol": proto, "offered_rps": rate, "repeat": repeat, "first": order[0].0});
+                for (name, wh) in order {
+                    pair[name] = fixed_rate_run(wh, &wh.url("10s"), Some(&body), rate, &extra, env.dir.path());
+                }
+                let of =
+                    |k: &str| pair["b"][k].as_f64().unwrap_or(f64::NAN) / pair["a"][k].as_f64().unwrap_or(f64::NAN);
+                let ratio = (of("server_cpu_us_per_request"), of("p99_ms"), of("p99_9_ms"));
+                println!(
+                    "ab {proto} {rate}/s #{repeat}: CPU per review A {:.0} µs, B {:.0} µs (B/A {:.2}); p99 A {:.3} ms, B {:.3} ms (B/A {:.2})",
+                    pair["a"]["server_cpu_us_per_request"].as_f64().unwrap_or(f64::NAN),
+                    pair["b"]["server_cpu_us_per_request"].as_f64().unwrap_or(f64::NAN),
+                    ratio.0,
+                    pair["a"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+                    pair["b"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+                    ratio.1,
+                );
+                ratios.push(ratio);
+                pairs.push(pair);
+            }
+            summary.push(json!({"protocol": proto, "offered_rps": rate, "pairs": ratios.len(),
+                "b_over_a_cpu_per_review": spread(ratios.iter().map(|r| r.0)),
+                "b_over_a_p99": spread(ratios.iter().map(|r| r.1)),
+                "b_over_a_p99_9": spread(ratios.iter().map(|r| r.2))}));
+        }
+    }
+    save(
+        "ab",
+        &json!({"a": support::binary(), "b": other, "server_cpus": server_cpus, "load_cpus": load_cpus,
+        "run_s": RUN_S, "warm_up_s": WARM_UP_S, "summary": summary, "pairs": pairs}),
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let which: Vec<String> = std::env::args().skip(1).collect();
@@ -717,5 +793,9 @@ async fn main() {
     }
     if run("profile") {
         bench_profile(&env).await;
+    }
+    // Not part of a full run: it needs another build to compare with.
+    if which.iter().any(|w| w == "ab") {
+        bench_ab(&env).await;
     }
 }

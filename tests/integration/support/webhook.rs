@@ -60,6 +60,18 @@ impl Webhook {
     /// The same, run by a wrapper program (`valgrind --tool=callgrind`, say) given the binary and its
     /// arguments; `pid()` is then the wrapper's, which valgrind's is (it runs the program in its process).
     pub fn spawn_under(wrapper: &[&str], config: &Path, api: &ApiServer, extra: &[&str], log_level: &str) -> Self {
+        Self::spawn_program(&super::binary(), wrapper, config, api, extra, log_level)
+    }
+
+    /// The same with this `pullguard` binary (another build's, for `bench ab`).
+    pub fn spawn_program(
+        program: &Path,
+        wrapper: &[&str],
+        config: &Path,
+        api: &ApiServer,
+        extra: &[&str],
+        log_level: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pki = super::fixtures().join("pki");
         std::fs::copy(pki.join("registry.pem"), dir.path().join("tls.crt")).unwrap();
@@ -94,12 +106,12 @@ impl Webhook {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut command = match wrapper {
-            [program, wrapper_args @ ..] => {
-                let mut c = tokio::process::Command::new(program);
-                c.args(wrapper_args).arg(super::binary());
+            [runner, wrapper_args @ ..] => {
+                let mut c = tokio::process::Command::new(runner);
+                c.args(wrapper_args).arg(program);
                 c
             }
-            [] => tokio::process::Command::new(super::binary()),
+            [] => tokio::process::Command::new(program),
         };
         let child = command
             .args(&args)
