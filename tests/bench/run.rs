@@ -248,12 +248,18 @@ fn max_run(wh: &Webhook, body: &Path, extra: &[&str], load_cpus: &str) -> Value 
         "server_cpu_s": server_cpu_s, "server_cores_busy": server_cpu_s / RUN_S})
 }
 
-async fn bench_webhook(env: &Env) {
-    let api = cluster().await;
-    let (server_cpus, load_cpus) = cpus();
+/// The webhook bench's review, a Deployment with three containers, and the file oha sends it from.
+fn bench_review(env: &Env) -> (Value, PathBuf) {
     let review = create_review("bench", &deployment(&["nginx:1.25.3", "alpine:3.19", "team/myapp:v2.3.0"]));
     let body = env.dir.path().join("review.json");
     std::fs::write(&body, serde_json::to_vec(&review).unwrap()).unwrap();
+    (review, body)
+}
+
+async fn bench_webhook(env: &Env) {
+    let api = cluster().await;
+    let (server_cpus, load_cpus) = cpus();
+    let (review, body) = bench_review(env);
     let wh = webhook_on(env, &api, &server_cpus, &review).await;
     println!("server on CPUs {server_cpus}, load generator on CPUs {load_cpus}");
     let url = wh.url("10s");
@@ -726,9 +732,7 @@ async fn bench_ab(env: &Env) {
     };
     let api = cluster().await;
     let (server_cpus, load_cpus) = cpus();
-    let review = create_review("bench", &deployment(&["nginx:1.25.3", "alpine:3.19", "team/myapp:v2.3.0"]));
-    let body = env.dir.path().join("review.json");
-    std::fs::write(&body, serde_json::to_vec(&review).unwrap()).unwrap();
+    let (review, body) = bench_review(env);
     let a = webhook_on(env, &api, &server_cpus, &review).await;
     let b = program_on(&other, env, &api, &server_cpus, &review).await;
     println!(
