@@ -530,12 +530,6 @@ async fn sigterm_during_load(wrapper: &[&str], scheduler: &str) {
     let mut wh =
         Webhook::spawn_under(wrapper, &cfg, &api, &["--drain-timeout", "10s", "--shutdown-delay", "1s"], "debug");
     wh.wait_ready().await;
-    let serving = wh
-        .logs()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| l["message"] == "pullguard serving");
-    assert_eq!(serving.as_ref().map(|l| l["scheduler"].clone()), Some(json!(scheduler)), "{}", wh.logs());
     let reviews: Vec<_> = (0..30)
         .map(|i| {
             let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p{i}"), "namespace": "production"},
@@ -558,6 +552,14 @@ async fn sigterm_during_load(wrapper: &[&str], scheduler: &str) {
     assert!(lost.is_empty(), "{} of 30 reviews lost: {:?}\n{}", lost.len(), lost.first(), wh.logs());
     let status = wh.wait_exit(Duration::from_secs(15)).await.expect("the server exits after draining");
     assert!(status.success(), "{status:?}");
+    // Read once the server has exited: its log lines are written by a thread of their own, so one logged before
+    // /readyz first answered may not be in the file yet then; `serve` flushes them before it exits.
+    let serving = wh
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "pullguard serving");
+    assert_eq!(serving.as_ref().map(|l| l["scheduler"].clone()), Some(json!(scheduler)), "{}", wh.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
