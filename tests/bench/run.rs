@@ -750,16 +750,18 @@ async fn bench_ab(env: &Env) {
                 for (name, wh) in order {
                     pair[name] = fixed_rate_run(wh, &wh.url("10s"), Some(&body), rate, &extra, env.dir.path());
                 }
-                let of =
-                    |k: &str| pair["b"][k].as_f64().unwrap_or(f64::NAN) / pair["a"][k].as_f64().unwrap_or(f64::NAN);
+                let at = |run: &str, k: &str| pair[run][k].as_f64().unwrap_or(f64::NAN);
+                let of = |k: &str| at("b", k) / at("a", k);
                 let ratio = (of("server_cpu_us_per_request"), of("p99_ms"), of("p99_9_ms"));
+                let (cpu, p99) = ("server_cpu_us_per_request", "p99_ms");
                 println!(
-                    "ab {proto} {rate}/s #{repeat}: CPU per review A {:.0} µs, B {:.0} µs (B/A {:.2}); p99 A {:.3} ms, B {:.3} ms (B/A {:.2})",
-                    pair["a"]["server_cpu_us_per_request"].as_f64().unwrap_or(f64::NAN),
-                    pair["b"]["server_cpu_us_per_request"].as_f64().unwrap_or(f64::NAN),
+                    "ab {proto} {rate}/s #{repeat}: CPU per review A {:.0} µs, B {:.0} µs (B/A {:.2}); \
+                     p99 A {:.3} ms, B {:.3} ms (B/A {:.2})",
+                    at("a", cpu),
+                    at("b", cpu),
                     ratio.0,
-                    pair["a"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
-                    pair["b"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
+                    at("a", p99),
+                    at("b", p99),
                     ratio.1,
                 );
                 ratios.push(ratio);
