@@ -8,11 +8,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use kube::core::admission::{AdmissionResponse, Operation};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -78,61 +75,88 @@ pub struct AppState<R> {
     pub slots: Arc<tokio::sync::Semaphore>,
 }
 
-/// `POST /validate` with its body limit and its 413 handling, as one service. Layers stacked with
-/// `tower::ServiceBuilder` around the method router make one concrete service, cloned per request as it is;
-/// `Router::layer` boxed each layer, and every box was cloned, boxed again, per request (two dozen small
-/// allocations per review).
-pub fn service<R: Registry>(
+/// No review may take longer: the API server's own timeout is at most 30 s. The review's deadline bounds its
+/// lookups; this bounds everything else (a client that trickles its body, say), so that a connection can never
+/// hold a concurrency slot for long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `POST /validate`: the method, the arrival time, the body limit and its 413, the request timeout and the
+/// review, in one service with one boxed future per request. The same stack built from tower and axum layers
+/// (two `from_fn` middlewares, `HandleError`, `Timeout`, `DefaultBodyLimit` and a method router) cloned and
+/// boxed each layer's service and future per request: 7.6k instructions of a warm review's 117k.
+pub fn service<R: Registry>(state: Arc<AppState<R>>) -> Validate<R> {
+    Validate { state, timeout: REQUEST_TIMEOUT }
+}
+
+/// The service [`service`] returns.
+pub struct Validate<R> {
     state: Arc<AppState<R>>,
-) -> impl tower::Service<
-    axum::extract::Request,
-    Response = Response,
-    Error = std::convert::Infallible,
-    Future: Send + 'static,
-> + Clone
-+ Send
-+ Sync
-+ 'static {
-    tower::ServiceBuilder::new()
-        .layer(axum::middleware::from_fn(close_after_unread_body))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .service(post(validate::<R>).with_state(state))
+    timeout: Duration,
 }
 
-/// A 413 is sent before the body was read, and hyper then drops the HTTP/1.1 connection. Saying so in the
-/// response (RFC 9112 §9.6) keeps a keep-alive client from pooling it and losing its next review to it.
-async fn close_after_unread_body(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let http1 = req.version() < axum::http::Version::HTTP_2;
-    let mut response = next.run(req).await;
-    if http1 && response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+impl<R> Clone for Validate<R> {
+    fn clone(&self) -> Self {
+        Self { state: Arc::clone(&self.state), timeout: self.timeout }
     }
-    response
 }
 
-/// When a request reached the server, before any queueing: the API server's timeout runs from then.
-#[derive(Clone, Copy, Debug)]
-pub struct Arrival(pub Instant);
+impl<R: Registry> tower::Service<axum::extract::Request> for Validate<R> {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send>>;
 
-/// Stamps [`Arrival`] on every request. Layer it outside any concurrency limit, so that time spent waiting
-/// for a slot counts against the review's deadline.
-pub async fn stamp_arrival(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if req.extensions().get::<Arrival>().is_none() {
-        req.extensions_mut().insert(Arrival(Instant::now()));
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
     }
-    next.run(req).await
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        // The API server's timeout runs from the request's arrival, before any wait for a slot.
+        let arrival = Instant::now();
+        let (state, timeout) = (Arc::clone(&self.state), self.timeout);
+        Box::pin(async move {
+            let response = tokio::time::timeout(timeout, handle(&state, req, arrival)).await;
+            Ok(response
+                .unwrap_or_else(|_| (StatusCode::REQUEST_TIMEOUT, "pullguard: request timed out\n").into_response()))
+        })
+    }
 }
 
-async fn validate<R: Registry>(
-    State(state): State<Arc<AppState<R>>>,
-    uri: axum::http::Uri,
-    arrival: Option<axum::Extension<Arrival>>,
-    body: Bytes,
-) -> Response {
-    let started = arrival.map_or_else(Instant::now, |a| a.0.0);
+/// Checks the method, reads the body within [`MAX_BODY`], and reviews it.
+async fn handle<R: Registry>(state: &AppState<R>, req: axum::extract::Request, arrival: Instant) -> Response {
+    use axum::http::{HeaderValue, Method, Version, header};
+    if req.method() != Method::POST {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, HeaderValue::from_static("POST"))]).into_response();
+    }
+    // A 413 leaves the rest of the body unread, and hyper then drops an HTTP/1.1 connection. Saying so in the
+    // response (RFC 9112 §9.6) keeps a keep-alive client from pooling it and losing its next review to it.
+    let too_large = |version: Version| {
+        let mut response =
+            (StatusCode::PAYLOAD_TOO_LARGE, format!("pullguard: a review body is at most {MAX_BODY} bytes\n"))
+                .into_response();
+        if version < Version::HTTP_2 {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    };
+    // Read up to the limit even when a longer length is declared, as axum's body limit does: answering
+    // before reading any of it, hyper closes the connection under a client still sending, which then sees a
+    // broken pipe instead of the 413.
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_BODY)).await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(parts.version),
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("pullguard: cannot read the request body: {e}\n"))
+                .into_response();
+        }
+    };
+    validate(state, parts.uri.query(), arrival, &body).await
+}
+
+async fn validate<R: Registry>(state: &AppState<R>, query: Option<&str>, started: Instant, body: &[u8]) -> Response {
     // Read the body ourselves: the API server sends application/json, but a missing header must not turn a
     // review into an unexplained 415.
-    let request = match Request::parse(&body) {
+    let request = match Request::parse(body) {
         Ok(r) => r,
         Err(e @ ReviewError::NoRequest) => {
             return (StatusCode::BAD_REQUEST, format!("pullguard: {e}\n")).into_response();
@@ -143,12 +167,12 @@ async fn validate<R: Registry>(
                 .into_response();
         }
     };
-    let timeout = query_value(uri.query().unwrap_or_default(), "timeout")
+    let timeout = query_value(query.unwrap_or_default(), "timeout")
         .and_then(|t| parse_go_duration(&t))
         .unwrap_or(state.settings.default_timeout);
     let deadline = started + timeout.saturating_sub(state.settings.deadline_margin);
     let response = match tokio::time::timeout_at(deadline, state.slots.clone().acquire_owned()).await {
-        Ok(Ok(_slot)) => review_request(&state, &request, deadline).await,
+        Ok(Ok(_slot)) => review_request(state, &request, deadline).await,
         _ => {
             warn!(uid = %request.uid, "overloaded: admitted without a check");
             overloaded(&request)
@@ -608,6 +632,78 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+
+    /// `/validate` over an offline engine, its request timeout `timeout`.
+    fn offline_validate(timeout: Duration) -> Validate<crate::registry::RegistryClient> {
+        let settings = crate::engine::EngineSettings {
+            policy: crate::policy::PolicySettings::default(),
+            platforms: vec![crate::platform::Platform::new("linux", "amd64", None)],
+            deadline: Duration::from_secs(1),
+            providers: Default::default(),
+            node_authenticated: vec![],
+            mirrors: Default::default(),
+        };
+        let engine = Arc::new(Engine::new(None, crate::credentials::Keyring::default(), settings));
+        let state = AppState {
+            engine,
+            cluster: Arc::new(crate::cluster::Snapshot::default()),
+            settings: Settings::default(),
+            metrics: Arc::new(Metrics::new(Arc::default(), Arc::default())),
+            slots: Arc::new(tokio::sync::Semaphore::new(4)),
+        };
+        Validate { state: Arc::new(state), timeout }
+    }
+
+    /// What the service answers at its edges, as the method router, body limit, timeout and error layers it
+    /// replaced did: 405 with `Allow` for another method; 413 for a body over the limit, with `Connection:
+    /// close` over HTTP/1.1 only (hyper drops such a connection); 408 for a body that never
+    /// ends; 400 for a body that breaks off; and the review itself.
+    #[tokio::test]
+    async fn validate_answers_methods_limits_and_timeouts() {
+        use axum::body::Body;
+        use axum::http::{Method, Version, header};
+        use tower::ServiceExt;
+        let svc = offline_validate(Duration::from_millis(200));
+        let request = |method: Method, version: Version, body: Body| {
+            let mut req = axum::extract::Request::new(body);
+            (*req.method_mut(), *req.version_mut()) = (method, version);
+            *req.uri_mut() = "/validate?timeout=10s".parse().unwrap();
+            req
+        };
+        let call = |req| svc.clone().oneshot(req);
+
+        let r = call(request(Method::GET, Version::HTTP_11, Body::empty())).await.unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[header::ALLOW], "POST");
+
+        for (version, close) in [(Version::HTTP_11, true), (Version::HTTP_2, false)] {
+            let chunks = (0..=MAX_BODY / (1 << 20)).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1 << 20]));
+            let body = Body::from_stream(futures_util::stream::iter(chunks));
+            let r = call(request(Method::POST, version, body)).await.unwrap();
+            assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "{version:?}");
+            assert_eq!(r.headers().get(header::CONNECTION).is_some_and(|v| v == "close"), close, "{version:?}");
+        }
+
+        let never = futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+        let r = call(request(Method::POST, Version::HTTP_2, Body::from_stream(never))).await.unwrap();
+        assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
+
+        let broken = futures_util::stream::iter([Ok(b"{".to_vec()), Err(std::io::Error::other("reset"))]);
+        let r = call(request(Method::POST, Version::HTTP_2, Body::from_stream(broken))).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "prod",
+            "operation": "CREATE", "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "a", "image": "nginx:1.25"}]}}}});
+        let body = Body::from(serde_json::to_vec(&review).unwrap());
+        let r = call(request(Method::POST, Version::HTTP_2, body)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        let body = http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((v["response"]["uid"].as_str(), v["response"]["allowed"].as_bool()), (Some("u-1"), Some(true)));
+    }
 
     /// Every container counts once under its own verdict and reason, runs of equal pairs or not; a verdict
     /// shared by two reasons is two series.

@@ -21,9 +21,6 @@ use crate::cluster::ClusterState;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
-/// No review may take longer: the API server's own timeout is at most 30 s.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How the server listens and drains.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -83,17 +80,7 @@ pub async fn run<R: Registry>(state: Arc<AppState<R>>, opts: ServerOptions) -> a
 
     let draining = Arc::new(AtomicBool::new(false));
     let probes = Probes { cluster: state.cluster.clone(), metrics: state.metrics.clone(), draining: draining.clone() };
-    // The review's own deadline bounds lookups; this bounds everything else (a client that trickles its
-    // body, say) so a connection can never hold a concurrency slot for long.
-    // One concrete stack (see `admission::service`), boxed once by the router.
-    let validate = tower::ServiceBuilder::new()
-        .layer(axum::middleware::from_fn(admission::stamp_arrival))
-        .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
-            (StatusCode::REQUEST_TIMEOUT, "pullguard: request timed out\n")
-        }))
-        .layer(tower::timeout::TimeoutLayer::new(REQUEST_TIMEOUT))
-        .service(admission::service(state));
-    let app = Router::new().route_service("/validate", validate).merge(probes_router(probes.clone()));
+    let app = Router::new().route_service("/validate", admission::service(state)).merge(probes_router(probes.clone()));
 
     let metrics_listener = tokio::net::TcpListener::bind(metrics_listen)
         .await
