@@ -174,6 +174,8 @@ fn protocols() -> Vec<(&'static str, Vec<&'static str>)> {
 
 /// Seconds of each run.
 const RUN_S: f64 = 10.0;
+/// oha's `-z` for [`RUN_S`].
+static RUN_FLAG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!("{RUN_S}s"));
 
 /// The fixed rates measured (`PULLGUARD_BENCH_RATES=2000,5000`, say).
 fn rates() -> Vec<u32> {
@@ -191,7 +193,7 @@ fn repeats() -> usize {
 
 /// oha flags for [`RUN_S`] at a fixed rate over 16 connections, with latency correction.
 fn fixed_rate<'a>(rate: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["-z", "10s", "-q", rate, "--latency-correction", "-c", "16"];
+    let mut args = vec!["-z", RUN_FLAG.as_str(), "-q", rate, "--latency-correction", "-c", "16"];
     args.extend(extra.iter().copied());
     args
 }
@@ -234,7 +236,7 @@ async fn program_on(program: &Path, env: &Env, api: &ApiServer, server_cpus: &st
 /// Closed loop over 32 connections for [`RUN_S`], the load generator on `load_cpus`: as many reviews per
 /// second as the server answers, and the server's CPU seconds meanwhile.
 fn max_run(wh: &Webhook, body: &Path, extra: &[&str], load_cpus: &str) -> Value {
-    let mut args = vec!["-z", "10s", "-c", "32"];
+    let mut args = vec!["-z", RUN_FLAG.as_str(), "-c", "32"];
     args.extend(extra.iter().copied());
     let cpu = support::cpu_times(wh.pid());
     let r = oha_on(load_cpus, &wh.url("10s"), Some(body), &args);
