@@ -754,8 +754,8 @@ async fn bench_ab(env: &Env) {
                 }
                 let at = |run: &str, k: &str| pair[run][k].as_f64().unwrap_or(f64::NAN);
                 let of = |k: &str| at("b", k) / at("a", k);
-                let ratio = (of("server_cpu_us_per_request"), of("p99_ms"), of("p99_9_ms"));
                 let (cpu, p99) = ("server_cpu_us_per_request", "p99_ms");
+                let ratio = (of(cpu), of(p99), of("p99_9_ms"));
                 println!(
                     "ab {proto} {rate}/s #{repeat}: CPU per review A {:.0} µs, B {:.0} µs (B/A {:.2}); \
                      p99 A {:.3} ms, B {:.3} ms (B/A {:.2})",
