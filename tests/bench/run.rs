@@ -716,10 +716,56 @@ async fn bench_memory(env: &Env) {
     let misses =
         metrics.lines().find(|l| l.starts_with("pullguard_cache_misses_total")).unwrap_or_default().to_string();
     let full = support::rss_kib(wh.pid());
+    let fill_seconds = started.elapsed().as_secs_f64();
+    drop(wh);
+    let in_flight = memory_in_flight(env, &api).await;
     let v = json!({"rss_idle_kib": idle, "rss_after_100k_entries_kib": full, "distinct_references": 100_000,
-                   "fill_seconds": started.elapsed().as_secs_f64(), "cache_misses_metric": misses});
+                   "fill_seconds": fill_seconds, "cache_misses_metric": misses, "lookups_in_flight": in_flight});
     println!("memory: {v}");
     save("memory", &v);
+}
+
+/// What lookups waiting on a registry hold: one that accepts connections and never answers, and 500 reviews of
+/// 10 images nobody looked up before, each answered at its 1 s deadline. Every miss is a task that lives on
+/// until `lookupTimeout` (here 120 s) to fill the cache — what a hanging registry leaves behind under a stream
+/// of new images.
+async fn memory_in_flight(env: &Env, api: &ApiServer) -> Value {
+    use support::http::{Action, Server};
+    const REVIEWS: usize = 500;
+    const IMAGES: usize = 10;
+    let hang = Server::start("127.0.0.1", |_| Action::Hang).await;
+    let config = env.config(&format!("  hang.example.com:\n    endpoint: {}\nlookupTimeout: 120s\n", hang.url()));
+    let wh = Webhook::spawn(&config, api, &[], "warn");
+    wh.wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = support::rss_kib(wh.pid());
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = vec![];
+    for r in 0..REVIEWS {
+        let images: Vec<String> = (0..IMAGES).map(|c| format!("hang.example.com/team/app:wait-{r}-{c}")).collect();
+        let refs: Vec<&str> = images.iter().map(String::as_str).collect();
+        let body = create_review(&format!("w{r}"), &deployment(&refs));
+        let (client, url, permit) = (wh.client.clone(), wh.url("1s"), sem.clone().acquire_owned().await.unwrap());
+        tasks.push(tokio::spawn(async move {
+            let s = client.post(url).json(&body).send().await.map(|r| r.status().as_u16());
+            drop(permit);
+            s
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 200);
+    }
+    let metrics = wh.metrics().await;
+    let gauge = |name: &str| {
+        metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    let waiting = gauge("pullguard_lookups_in_flight ");
+    let held = support::rss_kib(wh.pid());
+    let v = json!({"reviews": REVIEWS, "images_per_review": IMAGES, "lookups_in_flight_metric": waiting,
+        "rss_before_kib": idle, "rss_with_lookups_in_flight_kib": held,
+        "kib_per_lookup_in_flight": (held as f64 - idle as f64) / waiting.max(1.0)});
+    println!("memory, lookups in flight: {v}");
+    v
 }
 
 /// `bench ab`: this build's server against another build's (`PULLGUARD_BENCH_B=path/to/pullguard`), both started
