@@ -696,22 +696,7 @@ async fn bench_memory(env: &Env) {
     let idle = support::rss_kib(wh.pid());
     // 100,000 distinct references: 10,000 reviews of 10 containers, every tag new (a negative entry each).
     let started = Instant::now();
-    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
-    let mut tasks = vec![];
-    for r in 0..10_000 {
-        let images: Vec<String> = (0..10).map(|c| format!("team/myapp:mem-{r}-{c}")).collect();
-        let refs: Vec<&str> = images.iter().map(String::as_str).collect();
-        let body = create_review(&format!("m{r}"), &deployment(&refs));
-        let (client, url, permit) = (wh.client.clone(), wh.url("30s"), sem.clone().acquire_owned().await.unwrap());
-        tasks.push(tokio::spawn(async move {
-            let s = client.post(url).json(&body).send().await.map(|r| r.status().as_u16());
-            drop(permit);
-            s
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap().unwrap(), 200);
-    }
+    review_new_images(&wh, 10_000, |r, c| format!("team/myapp:mem-{r}-{c}"), "30s", 32).await;
     let metrics = wh.metrics().await;
     let misses =
         metrics.lines().find(|l| l.starts_with("pullguard_cache_misses_total")).unwrap_or_default().to_string();
@@ -725,27 +710,22 @@ async fn bench_memory(env: &Env) {
     save("memory", &v);
 }
 
-/// What lookups waiting on a registry hold: one that accepts connections and never answers, and 500 reviews of
-/// 10 images nobody looked up before, each answered at its 1 s deadline. Every miss is a task that lives on
-/// until `lookupTimeout` (here 120 s) to fill the cache — what a hanging registry leaves behind under a stream
-/// of new images.
-async fn memory_in_flight(env: &Env, api: &ApiServer) -> Value {
-    use support::http::{Action, Server};
-    const REVIEWS: usize = 500;
-    const IMAGES: usize = 10;
-    let hang = Server::start("127.0.0.1", |_| Action::Hang).await;
-    let config = env.config(&format!("  hang.example.com:\n    endpoint: {}\nlookupTimeout: 120s\n", hang.url()));
-    let wh = Webhook::spawn(&config, api, &[], "warn");
-    wh.wait_ready().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = support::rss_kib(wh.pid());
-    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+/// Sends `reviews` reviews of a Deployment with [`IMAGES_PER_REVIEW`] containers, `image(review, container)`
+/// each, `concurrency` at a time under the review timeout `timeout`; every one must be answered 200.
+async fn review_new_images(
+    wh: &Webhook,
+    reviews: usize,
+    image: impl Fn(usize, usize) -> String,
+    timeout: &str,
+    concurrency: usize,
+) {
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = vec![];
-    for r in 0..REVIEWS {
-        let images: Vec<String> = (0..IMAGES).map(|c| format!("hang.example.com/team/app:wait-{r}-{c}")).collect();
+    for r in 0..reviews {
+        let images: Vec<String> = (0..IMAGES_PER_REVIEW).map(|c| image(r, c)).collect();
         let refs: Vec<&str> = images.iter().map(String::as_str).collect();
-        let body = create_review(&format!("w{r}"), &deployment(&refs));
-        let (client, url, permit) = (wh.client.clone(), wh.url("1s"), sem.clone().acquire_owned().await.unwrap());
+        let body = create_review(&format!("m{r}"), &deployment(&refs));
+        let (client, url, permit) = (wh.client.clone(), wh.url(timeout), sem.clone().acquire_owned().await.unwrap());
         tasks.push(tokio::spawn(async move {
             let s = client.post(url).json(&body).send().await.map(|r| r.status().as_u16());
             drop(permit);
@@ -755,13 +735,31 @@ async fn memory_in_flight(env: &Env, api: &ApiServer) -> Value {
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), 200);
     }
+}
+
+const IMAGES_PER_REVIEW: usize = 10;
+
+/// What lookups waiting on a registry hold: one that accepts connections and never answers, and 500 reviews of
+/// 10 images nobody looked up before, each answered at its 1 s deadline. Every miss is a task that lives on
+/// until `lookupTimeout` (here 120 s) to fill the cache — what a hanging registry leaves behind under a stream
+/// of new images.
+async fn memory_in_flight(env: &Env, api: &ApiServer) -> Value {
+    use support::http::{Action, Server};
+    const REVIEWS: usize = 500;
+    let hang = Server::start("127.0.0.1", |_| Action::Hang).await;
+    let config = env.config(&format!("  hang.example.com:\n    endpoint: {}\nlookupTimeout: 120s\n", hang.url()));
+    let wh = Webhook::spawn(&config, api, &[], "warn");
+    wh.wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = support::rss_kib(wh.pid());
+    review_new_images(&wh, REVIEWS, |r, c| format!("hang.example.com/team/app:wait-{r}-{c}"), "1s", 64).await;
     let metrics = wh.metrics().await;
     let gauge = |name: &str| {
         metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
     };
     let waiting = gauge("pullguard_lookups_in_flight ");
     let held = support::rss_kib(wh.pid());
-    let v = json!({"reviews": REVIEWS, "images_per_review": IMAGES, "lookups_in_flight_metric": waiting,
+    let v = json!({"reviews": REVIEWS, "images_per_review": IMAGES_PER_REVIEW, "lookups_in_flight_metric": waiting,
         "rss_before_kib": idle, "rss_with_lookups_in_flight_kib": held,
         "kib_per_lookup_in_flight": (held as f64 - idle as f64) / waiting.max(1.0)});
     println!("memory, lookups in flight: {v}");
