@@ -116,6 +116,11 @@ impl moka::Expiry<ResolveKey, ResolveValue> for ResolveExpiry {
     }
 }
 
+/// Lookups in flight by default: each holds ~33 KiB while its registry has not answered (`bench memory`), so
+/// 2,048 hold ~66 MiB — inside the 256 MiB limit of the manifests with a full cache — and at the default 4 s
+/// `lookupTimeout` a registry that never answers still takes 500 new images a second.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 2048;
+
 /// Cache settings.
 #[derive(Clone, Copy, Debug)]
 pub struct CacheSettings {
@@ -124,6 +129,9 @@ pub struct CacheSettings {
     pub max_entries: u64,
     /// How long one registry lookup may run, whoever waits for it (`lookupTimeout`).
     pub fill_timeout: Duration,
+    /// Lookups running at once (`cache.maxLookupsInFlight`); a miss beyond them is answered
+    /// [`Failure::Busy`] at once.
+    pub max_in_flight: usize,
 }
 
 impl Default for CacheSettings {
@@ -133,6 +141,7 @@ impl Default for CacheSettings {
             negative_ttl: Duration::from_secs(30),
             max_entries: 100_000,
             fill_timeout: Duration::from_secs(4),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -218,6 +227,9 @@ pub struct CachedRegistry<R> {
     resolving: Fills<ResolveKey, ResolveValue>,
     fetching: Fills<ContentKey, ContentValue>,
     fill_timeout: Duration,
+    /// One per lookup running (held by its task); [`CacheSettings::max_in_flight`] of them.
+    places: Arc<tokio::sync::Semaphore>,
+    max_in_flight: usize,
     stats: Arc<CacheStats>,
 }
 
@@ -227,7 +239,8 @@ fn lost_fill<T>() -> Result<T, Failure> {
 
 impl<R: Registry> CachedRegistry<R> {
     pub fn new(inner: Arc<R>, settings: CacheSettings) -> Self {
-        let CacheSettings { ttl, negative_ttl, max_entries, fill_timeout } = settings;
+        let CacheSettings { ttl, negative_ttl, max_entries, fill_timeout, max_in_flight } = settings;
+        let max_in_flight = max_in_flight.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         Self {
             inner,
             resolved: moka::future::Cache::builder()
@@ -238,6 +251,8 @@ impl<R: Registry> CachedRegistry<R> {
             resolving: Fills::new(),
             fetching: Fills::new(),
             fill_timeout,
+            places: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
+            max_in_flight,
             stats: Arc::default(),
         }
     }
@@ -328,9 +343,14 @@ impl<R: Registry> CachedRegistry<R> {
             self.count(false);
             return v;
         }
+        // A new lookup takes a place until it ends; with none free it is not started (and nothing is cached).
+        let Ok(place) = self.places.clone().try_acquire_owned() else {
+            return Err(Failure::Busy { limit: self.max_in_flight });
+        };
         self.count(true);
         let (op, cache, k) = (make(), cache.clone(), key.clone());
         let fill = async move {
+            let _place = place;
             let v = op.await;
             if keep(&v) {
                 cache.insert(k, v.clone()).await;
@@ -428,6 +448,44 @@ mod tests {
         let (small, large) = (spawned_bytes(Bulky::<16>).await, spawned_bytes(Bulky::<16384>).await);
         assert!(small > 0, "the lookups ran as tasks");
         assert_eq!(small, large, "a 16 KB registry operation made the lookup task {large} bytes, not {small}");
+    }
+
+    /// A registry that accepts and never answers.
+    struct Silent;
+
+    impl Registry for Silent {
+        async fn resolve(&self, _: &Reference, _: Option<&Credential>) -> Result<Resolved, Failure> {
+            std::future::pending().await
+        }
+        async fn platforms(&self, _: &Reference, _: &str, _: Option<&Credential>) -> Result<Vec<Platform>, Failure> {
+            std::future::pending().await
+        }
+    }
+
+    /// Against a registry that never answers, every new image of every review leaves a lookup waiting until
+    /// `lookupTimeout` (33 KiB each, `bench memory`): a stream of new images — whose registry host the tenant
+    /// chooses — grew them past the pod's memory limit. At `maxLookupsInFlight` a new miss is answered at once
+    /// instead of started; a caller that joins a running lookup is not one more, and a finished one frees its
+    /// place.
+    #[tokio::test(start_paused = true)]
+    async fn lookups_in_flight_stop_at_their_cap() {
+        let settings = CacheSettings { max_in_flight: 2, fill_timeout: Duration::from_secs(10), ..Default::default() };
+        let cache = CachedRegistry::new(Arc::new(Silent), settings);
+        let image = |n: u32| Reference::parse(&format!("registry.example.com/team/app:v{n}")).unwrap();
+        let (one, two, three) = (image(1), image(2), image(3));
+        let mut first = Box::pin(cache.lookup(&one, None));
+        let mut second = Box::pin(cache.lookup(&two, None));
+        assert!((&mut first).now_or_never().is_none() && (&mut second).now_or_never().is_none(), "both wait");
+        let third = cache.lookup(&three, None).now_or_never();
+        assert!(matches!(third, Some(Err(Failure::Busy { limit: 2 }))), "answered at once: {third:?}");
+        let mut joined = Box::pin(cache.lookup(&one, None));
+        assert!((&mut joined).now_or_never().is_none(), "joins the first lookup instead of being refused");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        for waited in [first.await, second.await, joined.await] {
+            assert!(matches!(waited, Err(Failure::TimedOut { .. })), "{waited:?}");
+        }
+        let mut again = Box::pin(cache.lookup(&three, None));
+        assert!((&mut again).now_or_never().is_none(), "started: the refusal was not cached, and places are free");
     }
 
     /// A resolve entry keeps the platforms once fetched — a warm lookup reads one cache entry — but never a

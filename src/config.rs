@@ -79,6 +79,9 @@ pub struct CacheConfig {
     pub ttl: Option<DurationStr>,
     pub negative_ttl: Option<DurationStr>,
     pub max_entries: Option<u64>,
+    /// Registry lookups running at once; a new image beyond them is not looked up (warned, or denied under
+    /// failClosed) until one ends.
+    pub max_lookups_in_flight: Option<usize>,
 }
 
 /// A duration written as `500ms`, `4s`, `5m`, `1h` or a plain number of seconds.
@@ -328,7 +331,7 @@ impl Config {
             cfg.lookup_timeout = t.0.max(Duration::from_millis(10));
         }
         if let Some(c) = cache {
-            let CacheConfig { ttl, negative_ttl, max_entries } = c;
+            let CacheConfig { ttl, negative_ttl, max_entries, max_lookups_in_flight } = c;
             if let Some(t) = ttl {
                 cfg.cache.ttl = t.0;
             }
@@ -337,6 +340,9 @@ impl Config {
             }
             if let Some(n) = max_entries {
                 cfg.cache.max_entries = n;
+            }
+            if let Some(n) = max_lookups_in_flight {
+                cfg.cache.max_in_flight = n.max(1);
             }
         }
         Ok(cfg)
@@ -387,7 +393,7 @@ mod tests {
     fn full_file_parses() {
         let text = "mode: warn\nplatforms: [linux/amd64, linux/arm64]\nfailClosed: true\n\
                     registries:\n  docker.io:\n    endpoint: http://127.0.0.1:5000\n\
-                    blockedNetworks: [10.0.0.0/8]\nlookupTimeout: 2s\ncache: {ttl: 1m, negativeTtl: 5s}\n";
+                    blockedNetworks: [10.0.0.0/8]\nlookupTimeout: 2s\ncache: {ttl: 1m, negativeTtl: 5s, maxLookupsInFlight: 100}\n";
         let file: FileConfig = serde_saphyr::from_str(text).unwrap();
         let cfg = Config::from_file(file, "x.yaml", Path::new(".")).unwrap();
         assert_eq!(cfg.mode, Mode::Warn);
@@ -396,6 +402,7 @@ mod tests {
         assert_eq!(cfg.registries["docker.io"].endpoint.as_ref().unwrap().as_str(), "http://127.0.0.1:5000/");
         assert_eq!(cfg.lookup_timeout, Duration::from_secs(2));
         assert_eq!(cfg.cache.ttl, Duration::from_secs(60));
+        assert_eq!(cfg.cache.max_in_flight, 100);
         let bad: FileConfig = serde_saphyr::from_str("registries:\n  r.io:\n    endpoint: ftp://x\n").unwrap();
         let err = Config::from_file(bad, "x.yaml", Path::new(".")).unwrap_err().to_string();
         assert!(err.contains("registries.r.io.endpoint"), "{err}");

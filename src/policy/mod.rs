@@ -628,6 +628,19 @@ fn outage(r: &Reference, failure: &Failure, fail_closed: bool) -> Decision {
                 )),
             )
         }
+        Failure::Busy { limit } => decision(
+            fail_open,
+            Reason::RegistryUnreachable,
+            format!(
+                "{r} was not looked up: {limit} lookups (cache.maxLookupsInFlight) were already waiting on \
+                 registries that have not answered ({open_note})."
+            ),
+            Some(
+                "find the registry that does not answer (pullguard_lookups_in_flight, and other reviews' \
+                 RegistryUnreachable warnings); if the registries are only slow, raise cache.maxLookupsInFlight."
+                    .into(),
+            ),
+        ),
         Failure::TimedOut { waited, limit } => {
             let what = match limit {
                 TimeLimit::LookupTimeout => {

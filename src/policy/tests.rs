@@ -356,6 +356,7 @@ fn outages_warn_and_deny_only_under_fail_closed() {
         ),
         (Failure::ServerError { status: 500, detail: "boom".into() }, Reason::RegistryError),
         (Failure::InvalidManifest { detail: "not JSON".into() }, Reason::RegistryError),
+        (Failure::Busy { limit: 2048 }, Reason::RegistryUnreachable),
     ];
     for (failure, reason) in cases {
         for (fail_closed, verdict) in [(false, Verdict::Warn), (true, Verdict::Deny)] {
@@ -364,6 +365,9 @@ fn outages_warn_and_deny_only_under_fail_closed() {
             assert!(d.problem.contains(if fail_closed { "failClosed" } else { "admitted" }), "{}", d.problem);
         }
     }
+    let busy = outage(&r, &Failure::Busy { limit: 2048 }, false);
+    assert!(busy.problem.contains("2048 lookups (cache.maxLookupsInFlight)"), "{}", busy.problem);
+    assert!(busy.fix.as_deref().is_some_and(|f| f.contains("cache.maxLookupsInFlight")), "{:?}", busy.fix);
     let tls = outage(&r, &Failure::Unreachable { detail: "x".into(), tls: true }, false);
     assert!(tls.fix.as_deref().is_some_and(|f| f.contains("ca:")), "{:?}", tls.fix);
 }

@@ -58,6 +58,9 @@ pub enum Failure {
     /// The lookup's time ran out before the registry answered.
     #[error("no answer within {}", fmt_duration(*waited))]
     TimedOut { waited: Duration, limit: TimeLimit },
+    /// Not looked up: `limit` lookups were already waiting on registries (`cache.maxLookupsInFlight`).
+    #[error("not looked up: {limit} registry lookups are already waiting (cache.maxLookupsInFlight)")]
+    Busy { limit: usize },
 }
 
 /// Which limit ended a lookup.

@@ -373,6 +373,43 @@ async fn a_hung_registry_never_makes_a_review_miss_its_deadline() {
     assert_eq!(reasons(r)["web"], "Ok", "the healthy registry's answer is kept");
 }
 
+/// A registry that never answers keeps each new image's lookup waiting until `lookupTimeout`; past
+/// `cache.maxLookupsInFlight` new images are answered at once, saying why, while cached ones are still checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_waiting_on_a_hung_registry_stop_at_their_cap() {
+    let env = Env::start(Options::default()).await;
+    let api = cluster().await;
+    let hang = Server::start("127.0.0.1", |_| Action::Hang).await;
+    let cfg = env.config(&format!(
+        "  fault.example.com:\n    endpoint: {}\nlookupTimeout: 30s\ncache: {{maxLookupsInFlight: 2}}\n",
+        hang.url()
+    ));
+    let wh = Webhook::start(&cfg, &api, &["--deadline-margin", "1s"]).await;
+    let pod = |containers: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "production"},
+            "spec": {"containers": containers}})
+    };
+    let web = json!({"name": "web", "image": "nginx:1.25.3"});
+    assert_eq!(reasons(&wh.review(&create_review("warm", &pod(json!([web])))).await)["web"], "Ok");
+    let apps: Vec<Value> = (0..3)
+        .map(|i| json!({"name": format!("app{i}"), "image": format!("fault.example.com/team/app:{i}")}))
+        .collect();
+    let containers = json!([apps[0], apps[1], apps[2], web]);
+    let resp = wh.client.post(wh.url("3s")).json(&create_review("busy", &pod(containers))).send().await.unwrap();
+    let r: Value = resp.json().await.unwrap();
+    let r = &r["response"];
+    assert_eq!(r["allowed"], true, "fail-open: {r}");
+    for app in ["app0", "app1", "app2"] {
+        assert_eq!(reasons(r)[app], "RegistryUnreachable", "{r}");
+    }
+    assert_eq!(reasons(r)["web"], "Ok", "a cached image is still checked: {r}");
+    let warnings = r["warnings"].to_string();
+    let busy = "fault.example.com/team/app:2 was not looked up: 2 lookups (cache.maxLookupsInFlight) were already";
+    assert!(warnings.contains(busy), "{warnings}");
+    let metrics = wh.metrics().await;
+    assert!(metrics.lines().any(|l| l == "pullguard_lookups_in_flight 2"), "{metrics}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     let env = Env::start(Options::default()).await;
