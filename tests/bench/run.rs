@@ -703,9 +703,12 @@ async fn bench_memory(env: &Env) {
     let full = support::rss_kib(wh.pid());
     let fill_seconds = started.elapsed().as_secs_f64();
     drop(wh);
-    let in_flight = memory_in_flight(env, &api).await;
+    // Capped above the 5,000 sent, to measure what each holds; then under the default cap.
+    let in_flight = memory_in_flight(env, &api, Some(10_000)).await;
+    let capped = memory_in_flight(env, &api, None).await;
     let v = json!({"rss_idle_kib": idle, "rss_after_100k_entries_kib": full, "distinct_references": 100_000,
-                   "fill_seconds": fill_seconds, "cache_misses_metric": misses, "lookups_in_flight": in_flight});
+                   "fill_seconds": fill_seconds, "cache_misses_metric": misses, "lookups_in_flight": in_flight,
+                   "lookups_in_flight_default_cap": capped});
     println!("memory: {v}");
     save("memory", &v);
 }
@@ -742,12 +745,13 @@ const IMAGES_PER_REVIEW: usize = 10;
 /// What lookups waiting on a registry hold: one that accepts connections and never answers, and 500 reviews of
 /// 10 images nobody looked up before, each answered at its 1 s deadline. Every miss is a task that lives on
 /// until `lookupTimeout` (here 120 s) to fill the cache — what a hanging registry leaves behind under a stream
-/// of new images.
-async fn memory_in_flight(env: &Env, api: &ApiServer) -> Value {
+/// of new images. `cap`: `cache.maxLookupsInFlight` (else the default).
+async fn memory_in_flight(env: &Env, api: &ApiServer, cap: Option<usize>) -> Value {
     use support::http::{Action, Server};
     const REVIEWS: usize = 500;
     let hang = Server::start("127.0.0.1", |_| Action::Hang).await;
-    let config = env.config(&format!("  hang.example.com:\n    endpoint: {}\nlookupTimeout: 120s\n", hang.url()));
+    let cap = cap.map(|n| format!("cache: {{maxLookupsInFlight: {n}}}\n")).unwrap_or_default();
+    let config = env.config(&format!("  hang.example.com:\n    endpoint: {}\nlookupTimeout: 120s\n{cap}", hang.url()));
     let wh = Webhook::spawn(&config, api, &[], "warn");
     wh.wait_ready().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -759,7 +763,8 @@ async fn memory_in_flight(env: &Env, api: &ApiServer) -> Value {
     };
     let waiting = gauge("pullguard_lookups_in_flight ");
     let held = support::rss_kib(wh.pid());
-    let v = json!({"reviews": REVIEWS, "images_per_review": IMAGES_PER_REVIEW, "lookups_in_flight_metric": waiting,
+    let v = json!({"reviews": REVIEWS, "images_per_review": IMAGES_PER_REVIEW, "cap": cap.trim(),
+        "lookups_in_flight_metric": waiting,
         "rss_before_kib": idle, "rss_with_lookups_in_flight_kib": held,
         "kib_per_lookup_in_flight": (held as f64 - idle as f64) / waiting.max(1.0)});
     println!("memory, lookups in flight: {v}");
