@@ -343,9 +343,16 @@ impl<R: Registry> CachedRegistry<R> {
             self.count(false);
             return v;
         }
-        // A new lookup takes a place until it ends; with none free it is not started (and nothing is cached).
+        // A new lookup takes a place until it ends; with none free it is not started (and nothing is cached),
+        // unless the key's lookup started meanwhile, which this caller joins.
         let Ok(place) = self.places.clone().try_acquire_owned() else {
-            return Err(Failure::Busy { limit: self.max_in_flight });
+            return match fills.running(&key) {
+                Some(running) => {
+                    self.count(true);
+                    running.await
+                }
+                None => Err(Failure::Busy { limit: self.max_in_flight }),
+            };
         };
         self.count(true);
         let (op, cache, k) = (make(), cache.clone(), key.clone());
