@@ -187,23 +187,27 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Clone + Send + Sync + 'static> Fi
         self.running.lock().expect("fills lock poisoned").get(key).cloned()
     }
 
-    /// Joins the lookup running for `key`, or spawns `fill` as its own task. `fill` stores its answer in the
-    /// cache before it leaves the running set, so a caller that finds neither may start a new one.
+    /// Joins the lookup running for `key`, or spawns `fill` as its own task holding one of `places` until it
+    /// ends; `None` when none is free. `fill` stores its answer in the cache before it leaves the running set,
+    /// so a caller that finds neither may start a new one.
     fn join_or_spawn(
         &self,
         key: K,
+        places: &Arc<tokio::sync::Semaphore>,
         fill: impl Future<Output = V> + Send + 'static,
         lost: impl FnOnce() -> V + Send + 'static,
-    ) -> Fill<V> {
+    ) -> Option<Fill<V>> {
         let mut running = self.running.lock().expect("fills lock poisoned");
         if let Some(f) = running.get(&key) {
-            return f.clone();
+            return Some(f.clone());
         }
+        let place = places.clone().try_acquire_owned().ok()?;
         let registry = self.running.clone();
         let k = key.clone();
         // `map`, not an async block, which would lay `fill` out twice (captured, and awaited).
         let task = fill.map(move |v| {
             registry.lock().expect("fills lock poisoned").remove(&k);
+            drop(place);
             v
         });
         #[cfg(test)]
@@ -212,7 +216,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Clone + Send + Sync + 'static> Fi
         // A task that panicked answers with `lost()` rather than failing every waiter.
         let shared = async move { task.await.unwrap_or_else(|_| lost()) }.boxed().shared();
         running.insert(key, shared.clone());
-        shared
+        Some(shared)
     }
 }
 
@@ -343,28 +347,22 @@ impl<R: Registry> CachedRegistry<R> {
             self.count(false);
             return v;
         }
-        // A new lookup takes a place until it ends; with none free it is not started (and nothing is cached),
-        // unless the key's lookup started meanwhile, which this caller joins.
-        let Ok(place) = self.places.clone().try_acquire_owned() else {
-            return match fills.running(&key) {
-                Some(running) => {
-                    self.count(true);
-                    running.await
-                }
-                None => Err(Failure::Busy { limit: self.max_in_flight }),
-            };
-        };
-        self.count(true);
         let (op, cache, k) = (make(), cache.clone(), key.clone());
         let fill = async move {
-            let _place = place;
             let v = op.await;
             if keep(&v) {
                 cache.insert(k, v.clone()).await;
             }
             v
         };
-        fills.join_or_spawn(key, fill, lost_fill).await
+        // A new lookup takes a place until it ends; with none free it is not started (and nothing is cached).
+        match fills.join_or_spawn(key, &self.places, fill, lost_fill) {
+            Some(lookup) => {
+                self.count(true);
+                lookup.await
+            }
+            None => Err(Failure::Busy { limit: self.max_in_flight }),
+        }
     }
 
     /// One registry operation as its own unit of work: counted as in flight, bounded by `lookupTimeout`.
