@@ -26,7 +26,7 @@ use futures_util::future::{BoxFuture, Shared};
 use crate::credentials::Credential;
 use crate::platform::Platform;
 use crate::reference::Reference;
-use crate::registry::{Failure, Registry, Resolved};
+use crate::registry::{Failure, Registry, Resolved, Share};
 
 /// What a successful lookup established.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +121,14 @@ impl moka::Expiry<ResolveKey, ResolveValue> for ResolveExpiry {
 /// `lookupTimeout` a registry that never answers still takes 500 new images a second.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 2048;
 
+/// Lookups in flight one namespace's reviews may start, by default: an eighth of the pool, so that one tenant's
+/// registry that never answers leaves the rest to the others.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_NAMESPACE: usize = 256;
+
+/// Lookups in flight one registry host may hold, by default: a quarter of the pool, so that one registry that
+/// stops answering leaves the rest to the others.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_REGISTRY: usize = 512;
+
 /// Cache settings.
 #[derive(Clone, Copy, Debug)]
 pub struct CacheSettings {
@@ -132,6 +140,10 @@ pub struct CacheSettings {
     /// Lookups running at once (`cache.maxLookupsInFlight`); a miss beyond them is answered
     /// [`Failure::Busy`] at once.
     pub max_in_flight: usize,
+    /// Of them, those one namespace's reviews may start (`cache.maxLookupsInFlightPerNamespace`).
+    pub max_in_flight_per_namespace: usize,
+    /// Of them, those one registry host may hold (`cache.maxLookupsInFlightPerRegistry`).
+    pub max_in_flight_per_registry: usize,
 }
 
 impl Default for CacheSettings {
@@ -142,6 +154,8 @@ impl Default for CacheSettings {
             max_entries: 100_000,
             fill_timeout: Duration::from_secs(4),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight_per_namespace: DEFAULT_MAX_IN_FLIGHT_PER_NAMESPACE,
+            max_in_flight_per_registry: DEFAULT_MAX_IN_FLIGHT_PER_REGISTRY,
         }
     }
 }
@@ -153,6 +167,15 @@ pub struct CacheStats {
     pub misses: AtomicU64,
     /// Registry lookups running now.
     pub in_flight: std::sync::atomic::AtomicI64,
+    /// New lookups not started, by the limit that refused them ([`Share::ALL`]'s order).
+    pub refused: [AtomicU64; 3],
+}
+
+impl CacheStats {
+    /// New lookups `share`'s limit refused.
+    pub fn refused(&self, share: Share) -> u64 {
+        self.refused[share as usize].load(Ordering::Relaxed)
+    }
 }
 
 /// Counts a lookup as in flight while it lives.
@@ -173,6 +196,81 @@ impl Drop for InFlight {
 
 type Fill<V> = Shared<BoxFuture<'static, V>>;
 
+/// Places for lookups in flight: a pool, and of it a share per namespace (of the reviews that start them) and
+/// per registry host. A lookup takes a place and gives it back when it ends. The shares bite only once half
+/// the pool is taken: a burst of new images from one namespace, to one registry that answers, is not refused
+/// for being one namespace's; a namespace or registry that holds places without its lookups ending is stopped
+/// at half the pool, and the other half is shared out.
+struct Places {
+    limits: [usize; 3],
+    taken: Mutex<Taken>,
+}
+
+#[derive(Default)]
+struct Taken {
+    all: usize,
+    namespaces: HashMap<Box<str>, usize>,
+    registries: HashMap<Box<str>, usize>,
+}
+
+/// A lookup's place, given back when dropped.
+struct Place {
+    places: Arc<Places>,
+    namespace: Box<str>,
+    registry: Box<str>,
+}
+
+impl Places {
+    fn new(settings: &CacheSettings) -> Self {
+        let at_least_one = |n: usize| n.max(1);
+        let limits = [
+            at_least_one(settings.max_in_flight),
+            at_least_one(settings.max_in_flight_per_namespace),
+            at_least_one(settings.max_in_flight_per_registry),
+        ];
+        Self { limits, taken: Mutex::default() }
+    }
+
+    /// A place for a lookup started for `namespace` on `registry`, or the limit that has none free: the
+    /// narrowest first, which says best what to fix.
+    fn take(self: &Arc<Self>, namespace: &str, registry: &str) -> Result<Place, Failure> {
+        let mut taken = self.taken.lock().expect("places lock poisoned");
+        let contended = taken.all >= self.limits[Share::All as usize] / 2;
+        let of = |m: &HashMap<Box<str>, usize>, k: &str| m.get(k).copied().unwrap_or(0);
+        let full = [
+            (Share::Namespace, if contended { of(&taken.namespaces, namespace) } else { 0 }),
+            (Share::Registry, if contended { of(&taken.registries, registry) } else { 0 }),
+            (Share::All, taken.all),
+        ]
+        .into_iter()
+        .find(|&(share, n)| n >= self.limits[share as usize]);
+        if let Some((share, _)) = full {
+            return Err(Failure::Busy { limit: self.limits[share as usize], share });
+        }
+        taken.all += 1;
+        *taken.namespaces.entry(namespace.into()).or_default() += 1;
+        *taken.registries.entry(registry.into()).or_default() += 1;
+        Ok(Place { places: self.clone(), namespace: namespace.into(), registry: registry.into() })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut guard = self.places.taken.lock().expect("places lock poisoned");
+        let taken = &mut *guard;
+        taken.all -= 1;
+        // Emptied entries go: the maps hold only the namespaces and hosts with lookups in flight.
+        for (map, key) in [(&mut taken.namespaces, &self.namespace), (&mut taken.registries, &self.registry)] {
+            if let Some(n) = map.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+    }
+}
+
 /// The lookups running now, by key: a caller that finds its key here joins that lookup.
 struct Fills<K, V> {
     running: Arc<Mutex<HashMap<K, Fill<V>>>>,
@@ -187,21 +285,21 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Clone + Send + Sync + 'static> Fi
         self.running.lock().expect("fills lock poisoned").get(key).cloned()
     }
 
-    /// Joins the lookup running for `key`, or spawns `fill` as its own task holding one of `places` until it
-    /// ends; `None` when none is free. `fill` stores its answer in the cache before it leaves the running set,
-    /// so a caller that finds neither may start a new one.
+    /// Joins the lookup running for `key`, or spawns `fill` as its own task holding the place `take` gives
+    /// until it ends; `take`'s refusal when it has none. `fill` stores its answer in the cache before it leaves
+    /// the running set, so a caller that finds neither may start a new one.
     fn join_or_spawn(
         &self,
         key: K,
-        places: &Arc<tokio::sync::Semaphore>,
+        take: impl FnOnce() -> Result<Place, Failure>,
         fill: impl Future<Output = V> + Send + 'static,
         lost: impl FnOnce() -> V + Send + 'static,
-    ) -> Option<Fill<V>> {
+    ) -> Result<Fill<V>, Failure> {
         let mut running = self.running.lock().expect("fills lock poisoned");
         if let Some(f) = running.get(&key) {
-            return Some(f.clone());
+            return Ok(f.clone());
         }
-        let place = places.clone().try_acquire_owned().ok()?;
+        let place = take()?;
         let registry = self.running.clone();
         let k = key.clone();
         // `map`, not an async block, which would lay `fill` out twice (captured, and awaited).
@@ -216,7 +314,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Clone + Send + Sync + 'static> Fi
         // A task that panicked answers with `lost()` rather than failing every waiter.
         let shared = async move { task.await.unwrap_or_else(|_| lost()) }.boxed().shared();
         running.insert(key, shared.clone());
-        Some(shared)
+        Ok(shared)
     }
 }
 
@@ -231,9 +329,8 @@ pub struct CachedRegistry<R> {
     resolving: Fills<ResolveKey, ResolveValue>,
     fetching: Fills<ContentKey, ContentValue>,
     fill_timeout: Duration,
-    /// One per lookup running (held by its task); [`CacheSettings::max_in_flight`] of them.
-    places: Arc<tokio::sync::Semaphore>,
-    max_in_flight: usize,
+    /// One per lookup running, held by its task.
+    places: Arc<Places>,
     stats: Arc<CacheStats>,
 }
 
@@ -243,8 +340,7 @@ fn lost_fill<T>() -> Result<T, Failure> {
 
 impl<R: Registry> CachedRegistry<R> {
     pub fn new(inner: Arc<R>, settings: CacheSettings) -> Self {
-        let CacheSettings { ttl, negative_ttl, max_entries, fill_timeout, max_in_flight } = settings;
-        let max_in_flight = max_in_flight.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        let CacheSettings { ttl, negative_ttl, max_entries, fill_timeout, .. } = settings;
         Self {
             inner,
             resolved: moka::future::Cache::builder()
@@ -255,8 +351,7 @@ impl<R: Registry> CachedRegistry<R> {
             resolving: Fills::new(),
             fetching: Fills::new(),
             fill_timeout,
-            places: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
-            max_in_flight,
+            places: Arc::new(Places::new(&settings)),
             stats: Arc::default(),
         }
     }
@@ -274,15 +369,23 @@ impl<R: Registry> CachedRegistry<R> {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Resolves a reference for one credential (`None`: anonymous) and the platforms of what it resolves to.
-    /// Dropping the returned future (a review's deadline) leaves the lookup running to fill the cache.
-    pub async fn lookup(&self, reference: &Reference, credential: Option<&Credential>) -> Result<Facts, Failure> {
+    /// Resolves a reference for one credential (`None`: anonymous) and the platforms of what it resolves to,
+    /// for a review in `namespace` (whose share of lookups in flight a new one takes). Dropping the returned
+    /// future (a review's deadline) leaves the lookup running to fill the cache.
+    pub async fn lookup(
+        &self,
+        reference: &Reference,
+        credential: Option<&Credential>,
+        namespace: &str,
+    ) -> Result<Facts, Failure> {
+        let place_for = (namespace, reference.domain.as_str());
         let key = ResolveKey::new(reference, credential);
         let entry = self
             .fill_through(
                 &self.resolved,
                 &self.resolving,
                 key,
+                place_for,
                 |_| true,
                 || {
                     let (inner, r, c) = (self.inner.clone(), reference.clone(), credential.cloned());
@@ -307,7 +410,7 @@ impl<R: Registry> CachedRegistry<R> {
         // Facts about immutable content are kept; failures to fetch it are not.
         let keep = |v: &ContentValue| matches!(v, Ok(_) | Err(Failure::NoRunnablePlatform));
         let platforms = self
-            .fill_through(&self.contents, &self.fetching, ckey, keep, || {
+            .fill_through(&self.contents, &self.fetching, ckey, place_for, keep, || {
                 let (inner, r, c, digest) =
                     (self.inner.clone(), reference.clone(), credential.cloned(), digest.clone());
                 self.bounded(async move { inner.platforms(&r, &digest, c.as_ref()).await.map(Arc::new) })
@@ -320,13 +423,15 @@ impl<R: Registry> CachedRegistry<R> {
     }
 
     /// The cached value for `key`; else the lookup running for it, joined; else a new lookup (`make` builds it,
-    /// only on a miss) spawned as its own task, which stores its answer when `keep` says so. The cache is read
-    /// again after the running set, because a finishing lookup stores its value before it leaves that set.
+    /// only on a miss) spawned as its own task, which stores its answer when `keep` says so and holds a place
+    /// for `place_for` (namespace, registry host) while it runs. The cache is read again after the running set,
+    /// because a finishing lookup stores its value before it leaves that set.
     async fn fill_through<K, T, F>(
         &self,
         cache: &moka::future::Cache<K, Result<T, Failure>>,
         fills: &Fills<K, Result<T, Failure>>,
         key: K,
+        (namespace, registry): (&str, &str),
         keep: fn(&Result<T, Failure>) -> bool,
         make: impl FnOnce() -> F,
     ) -> Result<T, Failure>
@@ -356,12 +461,17 @@ impl<R: Registry> CachedRegistry<R> {
             v
         };
         // A new lookup takes a place until it ends; with none free it is not started (and nothing is cached).
-        match fills.join_or_spawn(key, &self.places, fill, lost_fill) {
-            Some(lookup) => {
+        match fills.join_or_spawn(key, || self.places.take(namespace, registry), fill, lost_fill) {
+            Ok(lookup) => {
                 self.count(true);
                 lookup.await
             }
-            None => Err(Failure::Busy { limit: self.max_in_flight }),
+            Err(refused) => {
+                if let Failure::Busy { share, .. } = refused {
+                    self.stats.refused[share as usize].fetch_add(1, Ordering::Relaxed);
+                }
+                Err(refused)
+            }
         }
     }
 
@@ -447,7 +557,7 @@ mod tests {
             SPAWNED_BYTES.set(0);
             let cache = CachedRegistry::new(Arc::new(registry), CacheSettings::default());
             let r = Reference::parse("registry.example.com/team/app:v1").unwrap();
-            cache.lookup(&r, None).await.unwrap();
+            cache.lookup(&r, None, "ns").await.unwrap();
             SPAWNED_BYTES.get()
         }
         let (small, large) = (spawned_bytes(Bulky::<16>).await, spawned_bytes(Bulky::<16384>).await);
@@ -478,19 +588,86 @@ mod tests {
         let cache = CachedRegistry::new(Arc::new(Silent), settings);
         let image = |n: u32| Reference::parse(&format!("registry.example.com/team/app:v{n}")).unwrap();
         let (one, two, three) = (image(1), image(2), image(3));
-        let mut first = Box::pin(cache.lookup(&one, None));
-        let mut second = Box::pin(cache.lookup(&two, None));
+        let mut first = Box::pin(cache.lookup(&one, None, "ns"));
+        let mut second = Box::pin(cache.lookup(&two, None, "ns"));
         assert!((&mut first).now_or_never().is_none() && (&mut second).now_or_never().is_none(), "both wait");
-        let third = cache.lookup(&three, None).now_or_never();
-        assert!(matches!(third, Some(Err(Failure::Busy { limit: 2 }))), "answered at once: {third:?}");
-        let mut joined = Box::pin(cache.lookup(&one, None));
+        let third = cache.lookup(&three, None, "ns").now_or_never();
+        assert!(
+            matches!(third, Some(Err(Failure::Busy { limit: 2, share: Share::All }))),
+            "answered at once: {third:?}"
+        );
+        let mut joined = Box::pin(cache.lookup(&one, None, "ns"));
         assert!((&mut joined).now_or_never().is_none(), "joins the first lookup instead of being refused");
         tokio::time::advance(Duration::from_secs(11)).await;
         for waited in [first.await, second.await, joined.await] {
             assert!(matches!(waited, Err(Failure::TimedOut { .. })), "{waited:?}");
         }
-        let mut again = Box::pin(cache.lookup(&three, None));
+        let mut again = Box::pin(cache.lookup(&three, None, "ns"));
         assert!((&mut again).now_or_never().is_none(), "started: the refusal was not cached, and places are free");
+    }
+
+    /// The registry host in an image is the tenant's to choose, so one tenant running a registry that never
+    /// answers, with a stream of new image names, filled the one pool of places: then no other namespace's
+    /// new image was looked up (admitted unchecked, or denied under failClosed) until `lookupTimeout`. Once
+    /// half the pool is taken, a namespace's reviews and a registry host each get only a share of it; below
+    /// that, one namespace may burst past its share; a joined lookup takes no place.
+    #[tokio::test(start_paused = true)]
+    async fn a_namespace_or_a_registry_takes_only_its_share_of_places() {
+        let settings = CacheSettings {
+            max_in_flight: 8,
+            max_in_flight_per_namespace: 2,
+            max_in_flight_per_registry: 3,
+            fill_timeout: Duration::from_secs(10),
+            ..Default::default()
+        };
+        let cache = CachedRegistry::new(Arc::new(Silent), settings);
+        let image = |host: &str, n: u32| Reference::parse(&format!("{host}.example.com/team/app:v{n}")).unwrap();
+        let hung: Vec<Reference> = (0..6).map(|n| image("hung", n)).collect();
+        let other: Vec<Reference> = (0..3).map(|n| image("other", n)).collect();
+        let third: Vec<Reference> = (0..3).map(|n| image("third", n)).collect();
+        type Lookup<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Facts, Failure>> + 'a>>;
+        let mut waiting: Vec<Lookup> = vec![];
+        let mut start = |r, namespace| {
+            let mut lookup: Lookup = Box::pin(cache.lookup(r, None, namespace));
+            match lookup.as_mut().now_or_never() {
+                None => {
+                    waiting.push(lookup);
+                    None
+                }
+                Some(Err(Failure::Busy { limit, share })) => Some((limit, share)),
+                Some(other) => panic!("{other:?}"),
+            }
+        };
+        // Below half the pool, tenant-a's lookups on its registry pass its share (2) and the registry's (3).
+        for r in &hung[..4] {
+            assert_eq!(start(r, "tenant-a"), None, "started");
+        }
+        // Half the pool is taken: now the shares count.
+        assert_eq!(start(&hung[4], "tenant-a"), Some((2, Share::Namespace)), "tenant-a is past its share");
+        assert_eq!(start(&hung[5], "tenant-b"), Some((3, Share::Registry)), "hung.example.com is past its share");
+        assert_eq!(start(&other[0], "tenant-b"), None, "another registry, another namespace");
+        assert_eq!(start(&other[1], "tenant-b"), None);
+        assert_eq!(start(&other[2], "tenant-b"), Some((2, Share::Namespace)));
+        assert_eq!(start(&third[0], "tenant-c"), None);
+        assert_eq!(start(&hung[0], "tenant-d"), None, "joins tenant-a's lookup: no place of its own");
+        assert_eq!(start(&third[1], "tenant-d"), None);
+        assert_eq!(start(&third[2], "tenant-e"), Some((8, Share::All)), "the pool is taken");
+        let stats = cache.stats();
+        assert_eq!(Share::ALL.map(|s| stats.refused(s)), [1, 2, 1], "each refusal counted under its limit");
+        tokio::task::yield_now().await;
+        assert_eq!(stats.in_flight.load(Ordering::Relaxed), 8, "the lookups started");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(waiting.len(), 9, "eight lookups started, one joined");
+        for lookup in waiting {
+            assert!(matches!(lookup.await, Err(Failure::TimedOut { .. })));
+        }
+        {
+            let taken = cache.places.taken.lock().unwrap();
+            let left = (taken.all, taken.namespaces.len(), taken.registries.len());
+            assert_eq!(left, (0, 0, 0), "every place given back, and no namespace or host kept");
+        }
+        let mut again = Box::pin(cache.lookup(&hung[4], None, "tenant-a"));
+        assert!(again.as_mut().now_or_never().is_none(), "the places are free again; refusals were not cached");
     }
 
     /// A resolve entry keeps the platforms once fetched — a warm lookup reads one cache entry — but never a
@@ -501,18 +678,18 @@ mod tests {
         let cache = CachedRegistry::new(registry.clone(), CacheSettings::default());
         let r = Reference::parse("registry.example.com/team/app:v1").unwrap();
         let calls = || (registry.resolves.load(Ordering::SeqCst), registry.fetches.load(Ordering::SeqCst));
-        assert!(matches!(cache.lookup(&r, None).await, Err(Failure::ServerError { status: 503, .. })));
+        assert!(matches!(cache.lookup(&r, None, "ns").await, Err(Failure::ServerError { status: 503, .. })));
         assert_eq!(calls(), (1, 1));
-        let facts = cache.lookup(&r, None).await.unwrap();
+        let facts = cache.lookup(&r, None, "ns").await.unwrap();
         assert_eq!((facts.platforms.len(), calls()), (1, (1, 2)), "the failure was not kept");
         // With the content cache emptied, the resolve entry still answers: no second cache read, no fetch.
         cache.contents.invalidate_all();
         cache.contents.run_pending_tasks().await;
-        assert_eq!(cache.lookup(&r, None).await.unwrap(), facts);
+        assert_eq!(cache.lookup(&r, None, "ns").await.unwrap(), facts);
         assert_eq!(calls(), (1, 2));
         // Another credential is another entry: it does not see the first one's platforms through it.
         let other = Credential::new("u", "p");
-        assert_eq!(cache.lookup(&r, Some(&other)).await.unwrap(), facts);
+        assert_eq!(cache.lookup(&r, Some(&other), "ns").await.unwrap(), facts);
         assert_eq!(calls(), (2, 3), "resolved again for the credential, and the emptied content cache fetched again");
     }
 

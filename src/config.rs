@@ -82,6 +82,10 @@ pub struct CacheConfig {
     /// Registry lookups running at once; a new image beyond them is not looked up (warned, or denied under
     /// failClosed) until one ends.
     pub max_lookups_in_flight: Option<usize>,
+    /// Of them, those one namespace's reviews may hold once half are taken.
+    pub max_lookups_in_flight_per_namespace: Option<usize>,
+    /// Of them, those one registry host may hold once half are taken.
+    pub max_lookups_in_flight_per_registry: Option<usize>,
 }
 
 /// A duration written as `500ms`, `4s`, `5m`, `1h` or a plain number of seconds.
@@ -331,7 +335,14 @@ impl Config {
             cfg.lookup_timeout = t.0.max(Duration::from_millis(10));
         }
         if let Some(c) = cache {
-            let CacheConfig { ttl, negative_ttl, max_entries, max_lookups_in_flight } = c;
+            let CacheConfig {
+                ttl,
+                negative_ttl,
+                max_entries,
+                max_lookups_in_flight,
+                max_lookups_in_flight_per_namespace,
+                max_lookups_in_flight_per_registry,
+            } = c;
             if let Some(t) = ttl {
                 cfg.cache.ttl = t.0;
             }
@@ -343,6 +354,12 @@ impl Config {
             }
             if let Some(n) = max_lookups_in_flight {
                 cfg.cache.max_in_flight = n.max(1);
+            }
+            if let Some(n) = max_lookups_in_flight_per_namespace {
+                cfg.cache.max_in_flight_per_namespace = n.max(1);
+            }
+            if let Some(n) = max_lookups_in_flight_per_registry {
+                cfg.cache.max_in_flight_per_registry = n.max(1);
             }
         }
         Ok(cfg)
@@ -393,7 +410,8 @@ mod tests {
     fn full_file_parses() {
         let text = "mode: warn\nplatforms: [linux/amd64, linux/arm64]\nfailClosed: true\n\
                     registries:\n  docker.io:\n    endpoint: http://127.0.0.1:5000\n\
-                    blockedNetworks: [10.0.0.0/8]\nlookupTimeout: 2s\ncache: {ttl: 1m, negativeTtl: 5s, maxLookupsInFlight: 100}\n";
+                    blockedNetworks: [10.0.0.0/8]\nlookupTimeout: 2s\ncache: {ttl: 1m, negativeTtl: 5s, \
+                    maxLookupsInFlight: 100, maxLookupsInFlightPerNamespace: 10, maxLookupsInFlightPerRegistry: 20}\n";
         let file: FileConfig = serde_saphyr::from_str(text).unwrap();
         let cfg = Config::from_file(file, "x.yaml", Path::new(".")).unwrap();
         assert_eq!(cfg.mode, Mode::Warn);
@@ -403,6 +421,7 @@ mod tests {
         assert_eq!(cfg.lookup_timeout, Duration::from_secs(2));
         assert_eq!(cfg.cache.ttl, Duration::from_secs(60));
         assert_eq!(cfg.cache.max_in_flight, 100);
+        assert_eq!((cfg.cache.max_in_flight_per_namespace, cfg.cache.max_in_flight_per_registry), (10, 20));
         let bad: FileConfig = serde_saphyr::from_str("registries:\n  r.io:\n    endpoint: ftp://x\n").unwrap();
         let err = Config::from_file(bad, "x.yaml", Path::new(".")).unwrap_err().to_string();
         assert!(err.contains("registries.r.io.endpoint"), "{err}");

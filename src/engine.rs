@@ -145,7 +145,7 @@ impl<R: Registry> Engine<R> {
                 // What is said about each candidate (its expiry too) is worked out once, from the candidates the
                 // verdict rests on: those of the host walk when there is one.
                 if let (Ok(r), true) = (&eval.reference, looked_up) {
-                    let walk = self.lookup_hosts(r, candidates, &creds.keyring, &node, deadline).await;
+                    let walk = self.lookup_hosts(r, ns, candidates, &creds.keyring, &node, deadline).await;
                     eval.candidates = walk.candidates.iter().map(Candidate::info).collect();
                     // The budget of the registry itself, for the identity that pulled (not known through mirrors).
                     if let (LookupOutcome::Found { used, .. }, None, Some(registry)) =
@@ -174,13 +174,14 @@ impl<R: Registry> Engine<R> {
     async fn lookup_hosts(
         &self,
         r: &Reference,
+        namespace: &str,
         candidates: Vec<Candidate>,
         pod: &Keyring,
         node: &Keyring,
         deadline: Option<tokio::time::Instant>,
     ) -> HostWalk {
         let Some(hosts) = self.settings.mirrors.hosts(r) else {
-            let outcome = self.lookup(r, &candidates, deadline).await;
+            let outcome = self.lookup(r, namespace, &candidates, deadline).await;
             return HostWalk { outcome, candidates, served_by: None, notes: vec![], blocked: None };
         };
         if let Some(prefix) = &hosts.blocked {
@@ -202,7 +203,7 @@ impl<R: Registry> Engine<R> {
                 }
                 None => (r.clone(), candidates.clone(), format!("upstream {}", r.domain)),
             };
-            let outcome = self.lookup(&target, &cands, deadline).await;
+            let outcome = self.lookup(&target, namespace, &cands, deadline).await;
             match &outcome {
                 LookupOutcome::Failed { failure, .. } => {
                     notes.push(format!("{shown}: {failure}"));
@@ -218,7 +219,7 @@ impl<R: Registry> Engine<R> {
                 HostWalk { outcome, candidates, served_by: None, notes, blocked: None }
             }
             None => {
-                let outcome = self.lookup(r, &candidates, deadline).await;
+                let outcome = self.lookup(r, namespace, &candidates, deadline).await;
                 HostWalk { outcome, candidates, served_by: None, notes, blocked: None }
             }
         }
@@ -227,10 +228,11 @@ impl<R: Registry> Engine<R> {
     /// Walks the candidates as the kubelet does (`kuberuntime_image.go` PullImage): with no matching credential,
     /// one anonymous pull; otherwise every matching credential in order, on any failure, and never anonymous
     /// after them. Under the deadline: when time runs out, the credentials refused so far are still reported,
-    /// and the lookup under way goes on filling the cache.
+    /// and the lookup under way goes on filling the cache. A new lookup takes a place of `namespace`'s share.
     pub async fn lookup(
         &self,
         r: &Reference,
+        namespace: &str,
         candidates: &[Candidate],
         deadline: Option<tokio::time::Instant>,
     ) -> LookupOutcome {
@@ -247,7 +249,7 @@ impl<R: Registry> Engine<R> {
         let end = now + budget;
         let attempt = |credential| async move {
             let timed_out = Failure::TimedOut { waited: budget, limit };
-            tokio::time::timeout_at(end, registry.lookup(r, credential)).await.unwrap_or(Err(timed_out))
+            tokio::time::timeout_at(end, registry.lookup(r, credential, namespace)).await.unwrap_or(Err(timed_out))
         };
         if candidates.is_empty() {
             return match attempt(None).await {

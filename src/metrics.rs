@@ -12,7 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::cache::CacheStats;
-use crate::registry::RegistryStats;
+use crate::registry::{RegistryStats, Share};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReviewLabels {
@@ -69,6 +69,11 @@ struct BudgetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     registry: String,
     outcome: String,
@@ -97,6 +102,16 @@ impl Collector for Live {
             None,
             in_flight.metric_type(),
         )?)?;
+        let mut refused = encoder.encode_descriptor(
+            "pullguard_lookups_refused",
+            "New images not looked up because places for lookups in flight ran out, by the limit that refused them",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for share in Share::ALL {
+            let labels = RefusedLabels { limit: share.label() };
+            ConstCounter::new(self.cache.refused(share)).encode(refused.encode_family(&labels)?)?;
+        }
         let outcomes = self.registry.outcomes();
         let mut requests = encoder.encode_descriptor(
             "pullguard_registry_requests",

@@ -14,7 +14,7 @@ use crate::credentials::expiry::rfc3339;
 use crate::credentials::provider::ProviderReport;
 use crate::platform::{Platform, PlatformFit, fit};
 use crate::reference::{Reference, ReferenceError};
-use crate::registry::{Failure, TimeLimit, fmt_duration};
+use crate::registry::{Failure, Share, TimeLimit, fmt_duration};
 use crate::scheduling::Landing;
 use crate::suggest::suggest_tags;
 
@@ -628,19 +628,42 @@ fn outage(r: &Reference, failure: &Failure, fail_closed: bool) -> Decision {
                 )),
             )
         }
-        Failure::Busy { limit } => decision(
-            fail_open,
-            Reason::RegistryUnreachable,
-            format!(
-                "{r} was not looked up: {limit} lookups (cache.maxLookupsInFlight) were already waiting on \
-                 registries that have not answered ({open_note})."
-            ),
-            Some(
-                "find the registry that does not answer (pullguard_lookups_in_flight, and other reviews' \
-                 RegistryUnreachable warnings); if the registries are only slow, raise cache.maxLookupsInFlight."
-                    .into(),
-            ),
-        ),
+        Failure::Busy { limit, share } => {
+            let setting = share.setting();
+            // What ran out first: kubectl cuts long warnings short.
+            let (problem, fix) = match share {
+                Share::All => (
+                    format!("{limit} lookups ({setting}) were already waiting on registries that have not answered"),
+                    "find the registry that does not answer (pullguard_lookups_in_flight, and other reviews' \
+                     RegistryUnreachable warnings)"
+                        .to_string(),
+                ),
+                Share::Namespace => (
+                    format!(
+                        "this namespace's reviews already had {limit} lookups ({setting}) waiting on registries \
+                         that have not answered"
+                    ),
+                    "find which registry of this namespace's images does not answer (its other \
+                     RegistryUnreachable warnings); other namespaces' images are still looked up"
+                        .to_string(),
+                ),
+                Share::Registry => (
+                    format!(
+                        "{limit} lookups ({setting}) were already waiting on registry {registry}, which has not answered them"
+                    ),
+                    format!(
+                        "check that {registry} answers from the cluster (DNS, egress, its status); images of other \
+                         registries are still looked up"
+                    ),
+                ),
+            };
+            decision(
+                fail_open,
+                Reason::RegistryUnreachable,
+                format!("{r} was not looked up: {problem} ({open_note})."),
+                Some(format!("{fix}. If the registries are only slow, raise {setting}.")),
+            )
+        }
         Failure::TimedOut { waited, limit } => {
             let what = match limit {
                 TimeLimit::LookupTimeout => {

@@ -356,7 +356,9 @@ fn outages_warn_and_deny_only_under_fail_closed() {
         ),
         (Failure::ServerError { status: 500, detail: "boom".into() }, Reason::RegistryError),
         (Failure::InvalidManifest { detail: "not JSON".into() }, Reason::RegistryError),
-        (Failure::Busy { limit: 2048 }, Reason::RegistryUnreachable),
+        (Failure::Busy { limit: 2048, share: Share::All }, Reason::RegistryUnreachable),
+        (Failure::Busy { limit: 256, share: Share::Namespace }, Reason::RegistryUnreachable),
+        (Failure::Busy { limit: 512, share: Share::Registry }, Reason::RegistryUnreachable),
     ];
     for (failure, reason) in cases {
         for (fail_closed, verdict) in [(false, Verdict::Warn), (true, Verdict::Deny)] {
@@ -365,9 +367,27 @@ fn outages_warn_and_deny_only_under_fail_closed() {
             assert!(d.problem.contains(if fail_closed { "failClosed" } else { "admitted" }), "{}", d.problem);
         }
     }
-    let busy = outage(&r, &Failure::Busy { limit: 2048 }, false);
-    assert!(busy.problem.contains("2048 lookups (cache.maxLookupsInFlight)"), "{}", busy.problem);
-    assert!(busy.fix.as_deref().is_some_and(|f| f.contains("cache.maxLookupsInFlight")), "{:?}", busy.fix);
+    // Each limit's refusal names its setting and what ran out, first (kubectl cuts long warnings short).
+    for (limit, share, says) in [
+        (2048, Share::All, "r.io/team/app:v1 was not looked up: 2048 lookups (cache.maxLookupsInFlight) were"),
+        (
+            256,
+            Share::Namespace,
+            "r.io/team/app:v1 was not looked up: this namespace's reviews already had 256 lookups \
+             (cache.maxLookupsInFlightPerNamespace) waiting",
+        ),
+        (
+            512,
+            Share::Registry,
+            "r.io/team/app:v1 was not looked up: 512 lookups (cache.maxLookupsInFlightPerRegistry) were already \
+             waiting on registry r.io",
+        ),
+    ] {
+        let busy = outage(&r, &Failure::Busy { limit, share }, false);
+        assert!(busy.problem.starts_with(says), "{}", busy.problem);
+        let fix = busy.fix.unwrap_or_default();
+        assert!(fix.ends_with(&format!("If the registries are only slow, raise {}.", share.setting())), "{fix}");
+    }
     let tls = outage(&r, &Failure::Unreachable { detail: "x".into(), tls: true }, false);
     assert!(tls.fix.as_deref().is_some_and(|f| f.contains("ca:")), "{:?}", tls.fix);
 }

@@ -58,9 +58,43 @@ pub enum Failure {
     /// The lookup's time ran out before the registry answered.
     #[error("no answer within {}", fmt_duration(*waited))]
     TimedOut { waited: Duration, limit: TimeLimit },
-    /// Not looked up: `limit` lookups were already waiting on registries (`cache.maxLookupsInFlight`).
-    #[error("not looked up: {limit} registry lookups are already waiting (cache.maxLookupsInFlight)")]
-    Busy { limit: usize },
+    /// Not looked up: `limit` lookups were already waiting on registries, in all or in this `share` of them.
+    #[error("not looked up: {limit} registry lookups are already waiting ({})", share.setting())]
+    Busy { limit: usize, share: Share },
+}
+
+/// Which of the limits on lookups in flight refused one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Share {
+    /// All lookups (`cache.maxLookupsInFlight`).
+    All = 0,
+    /// The lookups started for one namespace's reviews (`cache.maxLookupsInFlightPerNamespace`).
+    Namespace,
+    /// The lookups of one registry host (`cache.maxLookupsInFlightPerRegistry`).
+    Registry,
+}
+
+impl Share {
+    /// Every share, in the order of their counters.
+    pub const ALL: [Share; 3] = [Share::All, Share::Namespace, Share::Registry];
+
+    /// The setting that sets this limit.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Share::All => "cache.maxLookupsInFlight",
+            Share::Namespace => "cache.maxLookupsInFlightPerNamespace",
+            Share::Registry => "cache.maxLookupsInFlightPerRegistry",
+        }
+    }
+
+    /// The label of `pullguard_lookups_refused_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Share::All => "all",
+            Share::Namespace => "namespace",
+            Share::Registry => "registry",
+        }
+    }
 }
 
 /// Which limit ended a lookup.

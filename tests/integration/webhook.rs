@@ -410,6 +410,45 @@ async fn lookups_waiting_on_a_hung_registry_stop_at_their_cap() {
     assert!(metrics.lines().any(|l| l == "pullguard_lookups_in_flight 2"), "{metrics}");
 }
 
+/// A tenant chooses the registry host in its images: one that never answers, and enough new images, held every
+/// place for lookups, and then no other namespace's new image was looked up. Once half the places are taken a
+/// namespace gets only its share, so another namespace's new image is still looked up and checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_hung_registry_leaves_other_namespaces_new_images_checked() {
+    let env = Env::start(Options::default()).await;
+    let api = cluster().await;
+    let hang = Server::start("127.0.0.1", |_| Action::Hang).await;
+    let cfg = env.config(&format!(
+        "  fault.example.com:\n    endpoint: {}\nlookupTimeout: 30s\n\
+         cache: {{maxLookupsInFlight: 6, maxLookupsInFlightPerNamespace: 2}}\n",
+        hang.url()
+    ));
+    let wh = Webhook::start(&cfg, &api, &["--deadline-margin", "1s"]).await;
+    let pod = |namespace: &str, containers: Vec<Value>| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": namespace},
+            "spec": {"containers": containers}})
+    };
+    let tenant: Vec<Value> = (0..6)
+        .map(|i| json!({"name": format!("app{i}"), "image": format!("fault.example.com/team/app:{i}")}))
+        .collect();
+    let resp = wh.client.post(wh.url("3s")).json(&create_review("tenant", &pod("tenant-a", tenant))).send().await;
+    let r: Value = resp.unwrap().json().await.unwrap();
+    let r = &r["response"];
+    assert_eq!(r["allowed"], true, "fail-open: {r}");
+    let warnings = r["warnings"].to_string();
+    let share = "was not looked up: this namespace's reviews already had 2 lookups \
+                 (cache.maxLookupsInFlightPerNamespace) waiting";
+    // Three lookups started (half the places) and wait; the other three were refused at once.
+    assert_eq!(warnings.matches(share).count(), 3, "{warnings}");
+    let other = pod("production", vec![json!({"name": "web", "image": "alpine:3.19"})]);
+    let r = wh.review(&create_review("other", &other)).await;
+    assert_eq!(reasons(&r)["web"], "Ok", "another namespace's new image was looked up: {r}");
+    let metrics = wh.metrics().await;
+    for line in ["pullguard_lookups_in_flight 3", "pullguard_lookups_refused_total{limit=\"namespace\"} 3"] {
+        assert!(metrics.lines().any(|l| l == line), "no {line}: {metrics}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     let env = Env::start(Options::default()).await;
