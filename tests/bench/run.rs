@@ -735,7 +735,7 @@ async fn bench_memory(env: &Env) {
     let full = support::rss_kib(wh.pid());
     let fill_seconds = started.elapsed().as_secs_f64();
     drop(wh);
-    // Capped above the 5,000 sent, to measure what each holds; then under the default cap.
+    // Capped above the 5,000 sent, to measure what each holds; then under the default limits.
     let in_flight = memory_in_flight(env, &api, Some(10_000)).await;
     let capped = memory_in_flight(env, &api, None).await;
     let v = json!({"rss_idle_kib": idle, "rss_after_100k_entries_kib": full, "distinct_references": 100_000,
@@ -777,12 +777,20 @@ const IMAGES_PER_REVIEW: usize = 10;
 /// What lookups waiting on a registry hold: one that accepts connections and never answers, and 500 reviews of
 /// 10 images nobody looked up before, each answered at its 1 s deadline. Every miss is a task that lives on
 /// until `lookupTimeout` (here 120 s) to fill the cache — what a hanging registry leaves behind under a stream
-/// of new images. `cap`: `cache.maxLookupsInFlight` (else the default).
+/// of new images. `cap`: the pool and both its shares set to it (else the defaults, under which this one
+/// namespace and one registry hold at most half the pool).
 async fn memory_in_flight(env: &Env, api: &ApiServer, cap: Option<usize>) -> Value {
     use support::http::{Action, Server};
     const REVIEWS: usize = 500;
     let hang = Server::start("127.0.0.1", |_| Action::Hang).await;
-    let cap = cap.map(|n| format!("cache: {{maxLookupsInFlight: {n}}}\n")).unwrap_or_default();
+    let cap = cap
+        .map(|n| {
+            format!(
+                "cache: {{maxLookupsInFlight: {n}, maxLookupsInFlightPerNamespace: {n}, \
+                 maxLookupsInFlightPerRegistry: {n}}}\n"
+            )
+        })
+        .unwrap_or_default();
     let config = env.config(&format!("  hang.example.com:\n    endpoint: {}\nlookupTimeout: 120s\n{cap}", hang.url()));
     let wh = Webhook::spawn(&config, api, &[], "warn");
     wh.wait_ready().await;
@@ -794,9 +802,15 @@ async fn memory_in_flight(env: &Env, api: &ApiServer, cap: Option<usize>) -> Val
         metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
     };
     let waiting = gauge("pullguard_lookups_in_flight ");
+    let refused: serde_json::Map<String, Value> = ["all", "namespace", "registry"]
+        .into_iter()
+        .map(|limit| {
+            (limit.to_string(), json!(gauge(&format!("pullguard_lookups_refused_total{{limit=\"{limit}\"}} "))))
+        })
+        .collect();
     let held = support::rss_kib(wh.pid());
     let v = json!({"reviews": REVIEWS, "images_per_review": IMAGES_PER_REVIEW, "cap": cap.trim(),
-        "lookups_in_flight_metric": waiting,
+        "lookups_in_flight_metric": waiting, "lookups_refused_metric": refused,
         "rss_before_kib": idle, "rss_with_lookups_in_flight_kib": held,
         "kib_per_lookup_in_flight": (held as f64 - idle as f64) / waiting.max(1.0)});
     println!("memory, lookups in flight: {v}");
