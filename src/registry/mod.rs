@@ -59,7 +59,7 @@ pub enum Failure {
     #[error("no answer within {}", fmt_duration(*waited))]
     TimedOut { waited: Duration, limit: TimeLimit },
     /// Not looked up: `limit` lookups were already waiting on registries, in all or in this `share` of them.
-    #[error("not looked up: {limit} registry lookups are already waiting ({})", share.setting())]
+    #[error("not looked up: {limit} lookups were already waiting under {}", share.setting())]
     Busy { limit: usize, share: Share },
 }
 
