@@ -352,13 +352,35 @@ async fn namespace_modes_exemptions_and_no_secrets_mode() {
     assert_eq!(secret_requests, before, "--no-secrets reads no Secret");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_registry_never_makes_a_review_miss_its_deadline() {
+/// A webhook whose `fault.example.com` is a server that accepts connections and never answers (`lookupTimeout:
+/// 30s`, a 1 s `--deadline-margin`); the other fields keep what it uses alive as long as it (dropped after it).
+/// Bind it whole: a pattern with `..` would drop the hung server and the registries at once.
+struct OnAHungRegistry {
+    wh: Webhook,
+    _hang: Server,
+    _api: ApiServer,
+    _env: Env,
+}
+
+/// [`OnAHungRegistry`], with `config` added to its configuration.
+async fn webhook_on_a_hung_registry(config: &str) -> OnAHungRegistry {
     let env = Env::start(Options::default()).await;
     let api = cluster().await;
     let hang = Server::start("127.0.0.1", |_| Action::Hang).await;
-    let cfg = env.config(&format!("  fault.example.com:\n    endpoint: {}\nlookupTimeout: 30s\n", hang.url()));
+    let cfg = env.config(&format!("  fault.example.com:\n    endpoint: {}\nlookupTimeout: 30s\n{config}", hang.url()));
     let wh = Webhook::start(&cfg, &api, &["--deadline-margin", "1s"]).await;
+    OnAHungRegistry { wh, _hang: hang, _api: api, _env: env }
+}
+
+/// Containers `app0`, `app1`, … of images nobody looked up before, on the hung registry.
+fn hung_images(n: usize) -> Vec<Value> {
+    (0..n).map(|i| json!({"name": format!("app{i}"), "image": format!("fault.example.com/team/app:{i}")})).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_registry_never_makes_a_review_miss_its_deadline() {
+    let on = webhook_on_a_hung_registry("").await;
+    let wh = &on.wh;
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "production"},
         "spec": {"containers": [{"name": "app", "image": "fault.example.com/team/app:1.0"}, {"name": "web", "image": "nginx:1.25.3"}]}});
     let start = Instant::now();
@@ -377,23 +399,15 @@ async fn a_hung_registry_never_makes_a_review_miss_its_deadline() {
 /// `cache.maxLookupsInFlight` new images are answered at once, saying why, while cached ones are still checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_waiting_on_a_hung_registry_stop_at_their_cap() {
-    let env = Env::start(Options::default()).await;
-    let api = cluster().await;
-    let hang = Server::start("127.0.0.1", |_| Action::Hang).await;
-    let cfg = env.config(&format!(
-        "  fault.example.com:\n    endpoint: {}\nlookupTimeout: 30s\ncache: {{maxLookupsInFlight: 2}}\n",
-        hang.url()
-    ));
-    let wh = Webhook::start(&cfg, &api, &["--deadline-margin", "1s"]).await;
+    let on = webhook_on_a_hung_registry("cache: {maxLookupsInFlight: 2}\n").await;
+    let wh = &on.wh;
     let pod = |containers: Value| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "production"},
             "spec": {"containers": containers}})
     };
     let web = json!({"name": "web", "image": "nginx:1.25.3"});
     assert_eq!(reasons(&wh.review(&create_review("warm", &pod(json!([web])))).await)["web"], "Ok");
-    let apps: Vec<Value> = (0..3)
-        .map(|i| json!({"name": format!("app{i}"), "image": format!("fault.example.com/team/app:{i}")}))
-        .collect();
+    let apps = hung_images(3);
     let containers = json!([apps[0], apps[1], apps[2], web]);
     let resp = wh.client.post(wh.url("3s")).json(&create_review("busy", &pod(containers))).send().await.unwrap();
     let r: Value = resp.json().await.unwrap();
@@ -415,23 +429,15 @@ async fn lookups_waiting_on_a_hung_registry_stop_at_their_cap() {
 /// namespace gets only its share, so another namespace's new image is still looked up and checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_hung_registry_leaves_other_namespaces_new_images_checked() {
-    let env = Env::start(Options::default()).await;
-    let api = cluster().await;
-    let hang = Server::start("127.0.0.1", |_| Action::Hang).await;
-    let cfg = env.config(&format!(
-        "  fault.example.com:\n    endpoint: {}\nlookupTimeout: 30s\n\
-         cache: {{maxLookupsInFlight: 6, maxLookupsInFlightPerNamespace: 2}}\n",
-        hang.url()
-    ));
-    let wh = Webhook::start(&cfg, &api, &["--deadline-margin", "1s"]).await;
+    let shares = "cache: {maxLookupsInFlight: 6, maxLookupsInFlightPerNamespace: 2}\n";
+    let on = webhook_on_a_hung_registry(shares).await;
+    let wh = &on.wh;
     let pod = |namespace: &str, containers: Vec<Value>| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": namespace},
             "spec": {"containers": containers}})
     };
-    let tenant: Vec<Value> = (0..6)
-        .map(|i| json!({"name": format!("app{i}"), "image": format!("fault.example.com/team/app:{i}")}))
-        .collect();
-    let resp = wh.client.post(wh.url("3s")).json(&create_review("tenant", &pod("tenant-a", tenant))).send().await;
+    let tenant = pod("tenant-a", hung_images(6));
+    let resp = wh.client.post(wh.url("3s")).json(&create_review("tenant", &tenant)).send().await;
     let r: Value = resp.unwrap().json().await.unwrap();
     let r = &r["response"];
     assert_eq!(r["allowed"], true, "fail-open: {r}");
